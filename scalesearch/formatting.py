@@ -1,0 +1,41 @@
+"""Human-readable numbers and aligned tables (pandas lays them out) for the CLI."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'; billions keep three decimals as papers print FLOPs (0.386G)."""
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= limit:
+            value = n / limit
+            return f"{value:.3f}{suffix}{unit}" if suffix == "G" else f"{value:.3g}{suffix}{unit}"
+    return f"{n:g}{unit}"
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Iterable[str | tuple[str, str]]) -> str:
+    """An aligned text table of ``rows``; ``columns`` are keys or (key, format spec) pairs."""
+    import pandas as pd
+
+    cols = [(c, "") if isinstance(c, str) else c for c in columns]
+
+    def cell(v: Any, spec: str) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "-"
+        if spec:
+            return format(v, spec)
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    data = {}
+    for key, spec in cols:
+        values = [r.get(key) for r in rows]
+        text = [cell(v, spec) for v in values]
+        if any(isinstance(v, str) for v in values):  # text columns read better left-aligned
+            width = max(len(key), *(len(t) for t in text))
+            text = [t.ljust(width) for t in text]
+            key_label = key.ljust(width)
+        else:
+            key_label = key
+        data[key_label] = text
+    return pd.DataFrame(data).to_string(index=False)

@@ -1,0 +1,88 @@
+"""The rounding rules and Eq. 3: golden edge cases and properties."""
+
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from scalesearch import Rounding, compound, get_base, nominal_ratio, round_channels, round_depth, round_resolution, scale
+from scalesearch.scaling import ScaleError
+
+NO_GUARD = Rounding(min_fraction=None)
+
+
+@pytest.mark.parametrize("c, guarded, unguarded", [
+    (18, 24, 16),     # 16 < 0.9 * 18, so the guard bumps it one divisor up
+    (32, 32, 32),
+    (35.2, 32, 32),   # 32 >= 0.9 * 35.2
+    (36, 40, 40),     # halfway rounds up
+    (3, 8, 8),        # never below one divisor
+    (1280 * 1.1, 1408, 1408),
+    (320 * 1.8, 576, 576),
+])
+def test_round_channels_edge_cases(c, guarded, unguarded):
+    assert round_channels(c) == guarded
+    assert round_channels(c, NO_GUARD) == unguarded
+
+
+def test_round_channels_other_divisor():
+    assert round_channels(18, Rounding(divisor=1)) == 18
+    assert round_channels(20, Rounding(divisor=16, min_fraction=None)) == 16
+
+
+@given(st.floats(min_value=1, max_value=10_000), st.sampled_from([1, 4, 8, 16]))
+def test_round_channels_properties(c, divisor):
+    rule = Rounding(divisor=divisor)
+    out = round_channels(c, rule)
+    assert out % divisor == 0 and out >= divisor
+    assert out >= 0.9 * c                      # the guard holds
+    assert abs(out - c) <= divisor or out == divisor
+
+
+@pytest.mark.parametrize("layers, d, ceil, rnd", [
+    (3, 1.1, 4, 3), (1, 1.0, 1, 1), (2, 1.2, 3, 2), (4, 3.1, 13, 12), (1, 0.4, 1, 1), (3, 1.5, 5, 5),
+])
+def test_round_depth(layers, d, ceil, rnd):
+    assert round_depth(layers, d) == ceil
+    assert round_depth(layers, d, Rounding(depth="round")) == rnd
+
+
+def test_round_depth_ignores_float_noise():
+    assert 3 * 1.1 > 3.3  # the float product is a hair above 3.3 ...
+    assert round_depth(10, 1.1) == 11  # ... yet 10 * 1.1 must not ceil to 12
+
+
+def test_round_resolution():
+    assert round_resolution(224, 1.15) == 258
+    assert round_resolution(224, 2.0) == 448
+    assert round_resolution(224, 1.15, Rounding(resolution_multiple=32)) == 256
+
+
+def test_compound_is_eq3():
+    d, w, r = compound(1.2, 1.1, 1.15, 2)
+    assert (d, w, r) == pytest.approx((1.44, 1.21, 1.3225))
+    assert nominal_ratio(1.2, 1.1, 1.15) == pytest.approx(1.2 * 1.1**2 * 1.15**2)
+    assert compound(1.3, 1.2, 1.1, 0) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("args", [(0.9, 1, 1, 1), (1, 0.5, 1, 1), (1, 1, -2, 1), (1, 1, 1, -1), (1, 1, math.nan, 1)])
+def test_compound_rejects_out_of_range(args):
+    with pytest.raises(ScaleError):
+        compound(*args)
+
+
+@pytest.mark.parametrize("bad", [dict(d=0), dict(w=-1), dict(r=0)])
+def test_scale_rejects_non_positive(bad):
+    with pytest.raises(ScaleError, match=next(iter(bad))):
+        scale(get_base("resnet18"), **bad)
+
+
+def test_scale_is_pure_and_generic():
+    b0 = get_base("efficientnet-b0")
+    s = scale(b0, d=2, w=1.5, r=1.25)
+    assert b0 == get_base("efficientnet-b0")                  # the input is untouched
+    assert [st.layers for st in s.stages] == [2, 4, 4, 6, 6, 8, 2]
+    assert [st.out_channels for st in s.stages] == [24, 40, 64, 120, 168, 288, 480]
+    assert s.head.channels == 1920 and s.stem.out_channels == 48 and s.resolution == 280
+    assert s.scale == (2, 1.5, 1.25)
+    assert scale(b0) == b0.replace(scale=(1.0, 1.0, 1.0))

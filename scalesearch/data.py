@@ -2,7 +2,7 @@
 
 ``open_dataset`` puts one ``Dataset`` API over three sources:
 
-* ``"synthetic"`` (the default): a procedurally generated 10-class task, shipped as code.
+* ``"synthetic"`` (the default): a procedurally generated 12-class task, shipped as code.
   Every image is rendered natively at the resolution asked for, so a larger input shows
   more real detail, as a photo taken with more pixels would; nothing is downloaded.
 * a folder tree ``PATH/train/<class>/*.jpg|*.jpeg|*.png`` with a held-out split in
@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from .errors import UserError
@@ -220,7 +221,9 @@ def open_dataset(source: str | Path = SYNTHETIC, *, cache_dir: str | Path | None
     ``train_subset``/``val_subset`` keep a seeded, class-balanced subset of each split
     (for the synthetic task they set the number of images, 5000/1000 by default).
     Image-folder trees are decoded once and cached under ``cache_dir`` (default
-    ``~/.cache/scalesearch``); ``progress`` shows a bar while decoding.
+    ``~/.cache/scalesearch``); ``progress`` shows a bar while decoding.  The images of a
+    tree must share one size to form one array: any that differ are resized to the size
+    of the first training image.
     """
     for name, value in (("train_subset", train_subset), ("val_subset", val_subset)):
         if value is not None:
@@ -381,8 +384,6 @@ def _first_image_size(path: str) -> tuple[int, int]:
 
 def decode_image(path: str | Path, size: tuple[int, int] | None) -> np.ndarray:
     """One image as uint8 (H, W, 3) RGB, resized to ``size`` = (W, H) when it differs."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
@@ -407,7 +408,8 @@ def decode_images(paths: Sequence[str | Path], size: tuple[int, int], progress: 
     """
     chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
     workers = min(len(chunks), os.cpu_count() or 1, 8)
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
+    # The bar shows only after a second, so a quick decode (or a quick failure) prints none.
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False, delay=1.0)
     parts = []
     with bar:
         if workers > 1 and len(paths) >= 4 * chunk:
@@ -493,20 +495,21 @@ def _text(value: str | bytes) -> str:
 
 # -- the synthetic task -----------------------------------------------------------------
 #
-# Class = shape family x surface texture.  Both textures are made of sinusoidal gratings
-# of the same spatial frequency, and both average to the same colour, so once the
-# grating is finer than the pixel grid can carry, stripes and checks look identical: a
-# higher resolution resolves more of them.  Small objects make the shape itself a matter
-# of resolution too.  Rendering is analytic (signed distances, band-limited gratings), so
-# each resolution is a true native render, free of aliasing, rather than a resize.
+# Class = shape x surface texture (plain, stripes or checks).  The textures are made of
+# sinusoidal gratings of one spatial frequency, random per image over a wide range, and
+# average to the plain object's colour, so once a grating is finer than the pixel grid
+# can carry, stripes, checks and plain look the same: each step up in resolution
+# resolves more of them, and telling stripes from checks takes some capacity too.
+# Rendering is analytic (signed distances, band-limited gratings), so every resolution is
+# a true native render, free of aliasing, rather than a resize.
 
-SHAPES = ("disk", "square", "triangle", "ring", "cross")
-TEXTURES = ("stripes", "checks")
+SHAPES = ("disk", "square", "triangle", "cross")
+TEXTURES = ("plain", "stripes", "checks")
 SYNTHETIC_CLASSES = tuple(f"{s}-{t}" for s in SHAPES for t in TEXTURES)
 CLUTTER = 5               # distractor ellipses and bars behind the object
 CLUTTER_RADIUS = (0.01, 0.07)     # their long semi-axis, in image widths
-PERIOD_RANGE = (1 / 48, 1 / 12)   # texture period, in image widths (log-uniform)
-RADIUS_RANGE = (0.10, 0.25)       # object radius, in image widths
+PERIOD_RANGE = (1 / 128, 1 / 8)   # texture period, in image widths (log-uniform)
+RADIUS_RANGE = (0.15, 0.30)       # object radius, in image widths
 PIXEL_BLUR = 0.5          # the renderer's Gaussian pixel filter, in pixels
 NOISE = 0.04              # per-pixel sensor noise, in 0..1 units
 RENDER_CACHE = 4          # (split, resolution, device) renders kept in memory
@@ -544,9 +547,8 @@ def sample_scenes(n: int, seed: int) -> Scenes:
     def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         return low + (high - low) * torch.rand(shape, generator=g)
 
-    dark, light = uniform(n, 3, high=0.45), uniform(n, 3, low=0.55)
-    swap = uniform(n, 1, 1) < 0.5
-    colors = torch.stack([dark, light], 1)
+    # One dark and one light colour per channel, so that every texture has contrast.
+    colors = torch.stack([uniform(n, 3, high=0.45), uniform(n, 3, low=0.55)], 1)
     # A dark background, so that the mid-toned object always stands out from it, and by
     # the same polarity: the task should be about shape and texture, not finding things.
     level = uniform(n, 1, 1, high=0.2)
@@ -558,7 +560,7 @@ def sample_scenes(n: int, seed: int) -> Scenes:
         angle=uniform(n, high=2 * math.pi),
         period=log_period.exp(),
         phase=uniform(n, 2, high=2 * math.pi),
-        colors=torch.where(swap, colors.flip(1), colors),
+        colors=colors,
         background=(level + uniform(n, 2, 3, low=-0.1, high=0.1)).clamp(0, 1),
         gradient=uniform(n, high=2 * math.pi),
         clutter_center=uniform(n, CLUTTER, 2),
@@ -604,7 +606,8 @@ def _render(s: Scenes, resolution: int) -> torch.Tensor:
                        s.clutter_angle[:, k], s.clutter_color[:, k])
     a, b = _rotated(x, y, s.center, s.angle)
     r = s.radius.view(-1, 1, 1)
-    distance = _shape_distance(s.label // len(TEXTURES), a / r, b / r) * r
+    shapes = [_SHAPE_DISTANCE[name] for name in SHAPES]
+    distance = _per_kind(s.label // len(TEXTURES), shapes, a / r, b / r) * r
     t = _texture(s.label % len(TEXTURES), a, b, s.period.view(-1, 1, 1), s.phase, resolution)
     mid = s.colors.mean(1)[:, :, None, None]
     half = (s.colors[:, 1] - s.colors[:, 0])[:, :, None, None] / 2
@@ -683,40 +686,53 @@ _SHAPE_DISTANCE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
     "disk": lambda u, v: _norm(u, v) - 1,
     "square": lambda u, v: _box(u, v, 0.886, 0.886),
     "triangle": _triangle,
-    "ring": lambda u, v: (_norm(u, v) - 0.75).abs() - 0.35,
     "cross": lambda u, v: torch.minimum(_box(u, v, 1.15, 0.42), _box(u, v, 0.42, 1.15)),
 }
 
 
-def _shape_distance(shape: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(u)
-    for index, name in enumerate(SHAPES):
-        chosen = (shape == index).nonzero().squeeze(1)
+def _per_kind(kind: torch.Tensor, functions: Sequence[Callable[..., torch.Tensor]],
+              *args: torch.Tensor) -> torch.Tensor:
+    """``functions[kind[i]]`` applied to image i's slice of ``args``, each function called
+    once on all of its images (the output has the shape of ``args[0]``)."""
+    out = torch.empty_like(args[0])
+    for index, function in enumerate(functions):
+        chosen = (kind == index).nonzero().squeeze(1)
         if len(chosen):
-            out[chosen] = _SHAPE_DISTANCE[name](u[chosen], v[chosen])
+            out[chosen] = function(*(x[chosen] for x in args))
     return out
+
+
+# Textures of the object's rotated coordinates (a, b) as functions of the angular
+# frequency w = 2 pi / period and two phases, in -1..1, built from gratings of frequency
+# exactly 1 / period so that one gain (see _texture) band-limits them exactly.
+_TEXTURE: dict[str, Callable[..., torch.Tensor]] = {
+    "plain": lambda a, b, w, p0, p1: torch.zeros_like(a),
+    "stripes": lambda a, b, w, p0, p1: torch.cos(w * a + p0),
+    "checks": lambda a, b, w, p0, p1: torch.cos(w / math.sqrt(2) * a + p0) * torch.cos(w / math.sqrt(2) * b + p1),
+}
 
 
 def _texture(texture: torch.Tensor, a: torch.Tensor, b: torch.Tensor, period: torch.Tensor,
              phase: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Stripes or checks in -1..1, attenuated as the pixel grid would blur them.
+    """The object's texture in -1..1, attenuated as the pixel grid would blur it.
 
-    Both are built from gratings of frequency 1 / period.  The gain is the response of a
-    Gaussian pixel filter at that frequency, and zero past the Nyquist limit, so what
-    cannot be resolved at this resolution fades to the mean colour instead of aliasing.
+    The gain is the response of a Gaussian pixel filter at frequency 1 / period, and zero
+    past the Nyquist limit, so that detail this resolution cannot carry fades to the mean
+    colour instead of aliasing.
     """
     cycles_per_pixel = 1 / (period * resolution)
     gain = torch.exp(-2 * (math.pi * PIXEL_BLUR * cycles_per_pixel) ** 2) * (cycles_per_pixel < 0.5)
-    w = 2 * math.pi / period
-    p0, p1 = phase[:, 0, None, None], phase[:, 1, None, None]
-    stripes = torch.cos(w * a + p0)
-    checks = torch.cos(w / math.sqrt(2) * a + p0) * torch.cos(w / math.sqrt(2) * b + p1)
-    is_stripes = (texture == TEXTURES.index("stripes"))[:, None, None]
-    return gain * torch.where(is_stripes, stripes, checks)
+    w = (2 * math.pi / period).expand_as(a)
+    p0, p1 = (phase[:, i, None, None].expand_as(a) for i in range(2))
+    return gain * _per_kind(texture, [_TEXTURE[t] for t in TEXTURES], a, b, w, p0, p1)
 
 
 def synthetic_dataset(n_train: int = 5000, n_val: int = 1000, seed: int = 0) -> Dataset:
-    """The synthetic task: deterministic given ``seed`` at every resolution and device."""
+    """The synthetic task, deterministic given ``seed``.
+
+    The scenes do not depend on the resolution or the device; only the pixel noise is
+    drawn per resolution, from a generator on the rendering device.
+    """
     scenes = {"train": sample_scenes(n_train, 2 * seed), "val": sample_scenes(n_val, 2 * seed + 1)}
     renders: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
 

@@ -113,9 +113,10 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, echo: Callable[
     if saved:
         rows = saved
     else:
-        pairs = tqdm if progress else None
-        found = candidates(base, spec, progress=(lambda it: tqdm(list(it), desc="measure candidates", unit="net",
-                                                                 leave=False)) if pairs else None)
+        def bar(items):
+            return tqdm(list(items), desc="measure candidates", unit="net", disable=None, leave=False)
+
+        found = candidates(base, spec, progress=bar if progress else None)
         rows = [c.row() for c in found]
     kept = [Candidate(**{k: r[k] for k in Candidate.__dataclass_fields__}) for r in rows
             if str(r["kept"]).lower() in ("true", "1")]
@@ -161,7 +162,7 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, echo: Callable[
 
     started = time.time()
     if todo:
-        get_backend(settings.backend).run(todo, settings, out, on_result)
+        get_backend(settings.backend).run(todo, [c.id for c in chosen], settings, out, on_result)
     result.trials = [trials[k] for k in sorted(trials)]
     complete = [r for r in result.trials if r.get("state") == "COMPLETE"]
     if not complete:

@@ -13,6 +13,13 @@ def _complete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("state") == "COMPLETE" and r.get("top1") is not None]
 
 
+def config_target(run: Path) -> float | None:
+    import json
+
+    path = run / "config.json"
+    return json.loads(path.read_text()).get("target_flops_absolute") if path.is_file() else None
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Draw the run's plots as PNG and SVG; returns the files written."""
     import json
@@ -43,11 +50,18 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")
+    target = config_target(run)
+    if target:
+        tol = float(config.get("tolerance", 0.05))
+        ax.axvline(target / 1e6, color="0.4", linestyle="--", linewidth=1, label="FLOPs target")
+        ax.axvspan(target * (1 - tol) / 1e6, target * (1 + tol) / 1e6, color="0.85", alpha=0.5, zorder=0,
+                   label=f"tolerance +/-{tol:.0%}")
     ax.set_xlabel("measured FLOPs (M multiply-adds)")
     ax.set_ylabel("top-1 on held-out split (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(y=0.15)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7, frameon=False)
     fig.tight_layout()
     for ext in ("png", "svg"):
         path = run / f"top1_vs_flops.{ext}"
@@ -57,10 +71,16 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     # 2. top-1 over the (alpha, beta) plane; dropped candidates in grey.
     fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
+    trained = {(r["alpha"], r["beta"]) for r in trials}
     dropped = [c for c in candidates if str(c.get("kept")).lower() not in ("true", "1")]
+    waiting = [c for c in candidates if str(c.get("kept")).lower() in ("true", "1")
+               and (c["alpha"], c["beta"]) not in trained]
     if dropped:
         ax.scatter([c["alpha"] for c in dropped], [c["beta"] for c in dropped], marker="x", color="0.75", s=18,
-                   label="outside FLOPs tolerance / budget")
+                   label="dropped (FLOPs tolerance, budget or twin)")
+    if waiting:
+        ax.scatter([c["alpha"] for c in waiting], [c["beta"] for c in waiting], facecolor="none", edgecolor="0.4",
+                   s=60, label="kept, not trained")
     pts = ax.scatter([r["alpha"] for r in trials], [r["beta"] for r in trials], c=top1, cmap="plasma", s=120,
                      edgecolor="k", linewidth=0.4)
     for r, t in zip(trials, top1):
@@ -72,7 +92,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.set_xlabel("alpha (depth)")
     ax.set_ylabel("beta (width)")
     ax.set_title(f"top-1 over (alpha, beta); gamma fitted per point\n{title}", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.margins(0.08)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=7, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     for ext in ("png", "svg"):

@@ -135,7 +135,7 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
         anneal_strategy="cos", cycle_momentum=False, div_factor=25, final_div_factor=1e3)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(total=total, desc=desc or "train", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc or "train", unit="batch", disable=None if progress else True, leave=False)
     step = epoch = 0
     train_seconds = 0.0
     top1 = loss = train_loss = math.nan

@@ -21,8 +21,13 @@ OnResult = Callable[[dict[str, Any]], None]
 class Backend(Protocol):
     name: str
 
-    def run(self, todo: list[dict[str, Any]], settings: SearchSettings, out: Path, on_result: OnResult) -> None:
-        """Train every candidate of ``todo``; call ``on_result(row)`` as each trial ends."""
+    def run(self, todo: list[dict[str, Any]], space: list[int], settings: SearchSettings, out: Path,
+            on_result: OnResult) -> None:
+        """Train every candidate of ``todo``; call ``on_result(row)`` as each trial ends.
+
+        ``space`` is every candidate id of the search (finished ones too): the same on every
+        resume of a run, so a backend's stored search space stays valid.
+        """
 
 
 BACKENDS = ("optuna", "ray")

@@ -14,7 +14,8 @@ from . import OnResult
 class OptunaBackend:
     name = "optuna"
 
-    def run(self, todo: list[dict[str, Any]], settings: SearchSettings, out: Path, on_result: OnResult) -> None:
+    def run(self, todo: list[dict[str, Any]], space: list[int], settings: SearchSettings, out: Path,
+            on_result: OnResult) -> None:
         import optuna
         from optuna.trial import TrialState
         from tqdm.auto import tqdm
@@ -34,8 +35,8 @@ class OptunaBackend:
             if cand["id"] not in queued:
                 study.enqueue_trial({"candidate": int(cand["id"])})
         by_id = {int(c["id"]): c for c in todo}
-        choices = sorted(by_id)
-        bar = tqdm(total=len(todo), desc="search", unit="trial", position=0, dynamic_ncols=True)
+        choices = sorted(space)
+        bar = tqdm(total=len(todo), desc="search", unit="trial", position=0, dynamic_ncols=True, disable=None)
         try:
             for _ in range(len(todo)):
                 trial = study.ask()

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 from ..errors import UserError
 from ..runs import SearchSettings
 from . import OnResult
@@ -19,7 +21,6 @@ from . import OnResult
 def _trainable(config: dict[str, Any]) -> None:
     """Runs in a Ray worker: train one candidate, reporting top-1 after every epoch."""
     import torch
-    from ray import tune
 
     from ..trial import run_trial
 
@@ -31,16 +32,42 @@ def _trainable(config: dict[str, Any]) -> None:
     tune.report({**row, "final": True})
 
 
+class _Collect(tune.Callback):
+    """Hands each finished trial's row to the run directory as it ends (in the driver)."""
+
+    def __init__(self, on_result: OnResult, backend: str, started: float) -> None:
+        self.on_result, self.backend, self.started = on_result, backend, started
+
+    def __getstate__(self) -> dict:
+        # Ray pickles callbacks with the tuner state; the live writer stays in this process.
+        return {"backend": self.backend, "started": self.started, "on_result": None}
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001 - Ray's signature
+        from ..trial import pruned_row
+
+        result = trial.last_result or {}
+        if result.get("final"):
+            row = {k: v for k, v in result.items() if k not in ("final", "step")}
+            self.on_result({**row, "state": "COMPLETE", "backend": self.backend})
+        else:  # stopped early by ASHA
+            row = pruned_row(trial.config["candidate"], result.get("top1"), time.time() - self.started)
+            self.on_result({**row, "backend": self.backend})
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        from ..trial import pruned_row
+
+        row = pruned_row(trial.config["candidate"], None, time.time() - self.started)
+        self.on_result({**row, "state": "FAIL", "backend": self.backend})
+
+
 class RayBackend:
     name = "ray"
 
-    def run(self, todo: list[dict[str, Any]], settings: SearchSettings, out: Path, on_result: OnResult) -> None:
+    def run(self, todo: list[dict[str, Any]], space: list[int], settings: SearchSettings, out: Path,
+            on_result: OnResult) -> None:
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         import ray
-        from ray import tune
         from ray.tune.schedulers import ASHAScheduler
-
-        from ..trial import pruned_row
 
         started = time.time()
         try:
@@ -53,22 +80,7 @@ class RayBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot join the Ray cluster at --address '{settings.address}': {first}") from None
 
-        backend = self.name
-
-        class Collect(tune.Callback):
-            def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001 - Ray's signature
-                result = trial.last_result or {}
-                cand = trial.config["candidate"]
-                if result.get("final"):
-                    row = {k: result.get(k) for k in result if k not in ("final", "step")}
-                    on_result({**row, "state": "COMPLETE", "backend": backend})
-                else:
-                    on_result({**pruned_row(cand, result.get("top1"), time.time() - started), "backend": backend})
-
-            def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-                cand = trial.config["candidate"]
-                on_result({**pruned_row(cand, None, time.time() - started), "state": "FAIL", "backend": backend})
-
+        collect = _Collect(on_result, self.name, started)
         scheduler = None
         if settings.early_stop:
             epochs = max(1, int(round(settings.epochs)))
@@ -81,7 +93,7 @@ class RayBackend:
             tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1,
                                         max_concurrent_trials=None),
             run_config=tune.RunConfig(name="tune", storage_path=str((out / "ray").resolve()),
-                                      callbacks=[Collect()], verbose=0),
+                                      callbacks=[collect], verbose=0),
         )
         try:
             tuner.fit()

@@ -1,0 +1,283 @@
+"""Data sets: the synthetic task, image-folder trees, CIFAR pickles, errors, real CIFAR-10."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scalesearch import data
+from scalesearch.data import DatasetError, open_dataset
+
+CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+
+
+def batches(ds, resolution, batch_size, seed=0):
+    return list(ds.train_batches(resolution, batch_size, torch.Generator().manual_seed(seed)))
+
+
+# -- synthetic ---------------------------------------------------------------------
+
+def test_synthetic_shapes_dtypes_and_classes():
+    ds = open_dataset("synthetic", train_subset=48, val_subset=24)
+    assert (ds.name, ds.num_classes, ds.n_train, ds.n_val) == ("synthetic", 12, 48, 24)
+    assert ds.classes == list(data.SYNTHETIC_CLASSES) and ds.native_resolution is None
+    for resolution in (24, 40):
+        x, y = batches(ds, resolution, 16)[0]
+        assert x.shape == (16, 3, resolution, resolution) and x.dtype == torch.float32
+        assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < ds.num_classes
+        xv, yv = next(ds.val_batches(resolution, 100))
+        assert xv.shape == (24, 3, resolution, resolution) and len(yv) == 24
+
+
+def test_synthetic_is_deterministic_given_seed():
+    first = batches(open_dataset(train_subset=36, val_subset=12, seed=5), 32, 12)
+    again = batches(open_dataset(train_subset=36, val_subset=12, seed=5), 32, 12)
+    other = batches(open_dataset(train_subset=36, val_subset=12, seed=6), 32, 12)
+    for (x1, y1), (x2, y2) in zip(first, again):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(first[0][0], other[0][0])
+
+
+def test_synthetic_classes_are_balanced():
+    ds = open_dataset(train_subset=120, val_subset=60)
+    for split in ("train", "val"):
+        labels = torch.cat([y for _, y in ds.val_batches(16, 50)]) if split == "val" else \
+            torch.cat([y for _, y in batches(ds, 16, 120)])
+        counts = torch.bincount(labels, minlength=ds.num_classes)
+        assert counts.min() == counts.max()
+
+
+def test_synthetic_detail_is_rendered_natively_not_interpolated():
+    """Stripes with a 3-pixel period at 64 px show at 64 px and vanish at 32 px (finer
+    than the pixel grid there), instead of aliasing into a spurious coarse pattern."""
+    scene = data.sample_scenes(1, seed=0)
+    shape = data.SHAPES.index("square") * len(data.TEXTURES)
+    def with_texture(name):
+        label = torch.tensor([shape + data.TEXTURES.index(name)])
+        return dataclasses.replace(scene, label=label, radius=torch.tensor([0.3]),
+                                   period=torch.tensor([3 / 64]))
+    def difference(resolution):
+        striped = data.render_scenes(with_texture("stripes"), resolution, noise_seed=1).float()
+        plain = data.render_scenes(with_texture("plain"), resolution, noise_seed=1).float()
+        return (striped - plain).abs().max().item()
+    assert difference(32) <= 1  # identical up to rounding
+    assert difference(64) > 40
+
+
+def test_synthetic_render_cache_reuses_renders(monkeypatch):
+    ds = open_dataset(train_subset=24, val_subset=12)
+    calls = []
+    real = data.render_scenes
+    monkeypatch.setattr(data, "render_scenes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    for _ in range(2):
+        batches(ds, 20, 12)
+        list(ds.val_batches(20, 12))
+    assert calls == [20, 20]  # train and val, once each
+
+
+# -- batching -----------------------------------------------------------------------
+
+def test_train_batches_are_full_shuffled_and_augmented():
+    ds = open_dataset(train_subset=50, val_subset=10)
+    epoch = batches(ds, 16, 16)
+    assert [len(y) for _, y in epoch] == [16, 16, 16]  # the 2 left over are skipped
+    val_x = torch.cat([x for x, _ in ds.val_batches(16, 4)])
+    assert val_x.shape[0] == 10
+    assert not torch.equal(epoch[0][1], batches(ds, 16, 16, seed=1)[0][1])
+
+
+def test_batch_size_larger_than_split_gives_one_batch():
+    ds = open_dataset(train_subset=10, val_subset=5)
+    assert [len(y) for _, y in batches(ds, 16, 64)] == [10]
+
+
+def test_shifted_and_flipped_moves_pixels_without_mixing_images():
+    images = torch.arange(2 * 3 * 16 * 16, dtype=torch.int64).view(2, 3, 16, 16).to(torch.uint8)
+    images[1] = 7  # a flat image stays flat under any shift or flip
+    out = data.shifted_and_flipped(images, torch.tensor([1, 0]), torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16) and out.dtype == torch.uint8
+    assert bool((out[0] == 7).all())
+
+
+def test_balanced_subset_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(4), [50, 30, 10, 2])
+    pick = data.balanced_subset(labels, 20, seed=0)
+    counts = np.bincount(labels[pick], minlength=4)
+    assert counts.sum() == 20 and counts[3] == 2 and counts.max() - counts[:3].min() <= 1
+    assert np.array_equal(pick, data.balanced_subset(labels, 20, seed=0))
+    assert not np.array_equal(pick, data.balanced_subset(labels, 20, seed=1))
+    assert len(data.balanced_subset(labels, None, seed=0)) == len(labels)
+
+
+# -- image-folder trees ----------------------------------------------------------------
+
+def write_tree(root: Path, classes=("cat", "dog", "eel"), per_class=4, held_out="val",
+               size=(8, 8)) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), (held_out, 2)):
+        for c in classes:
+            folder = root / split / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_image_tree_is_read_and_cached(tmp_path, monkeypatch):
+    root = write_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    ds = open_dataset(root, cache_dir=cache)
+    assert (ds.name, ds.classes, ds.n_train, ds.n_val) == ("pets", ["cat", "dog", "eel"], 12, 6)
+    assert ds.native_resolution == 8
+    x, y = next(ds.val_batches(16, 6))
+    assert x.shape == (6, 3, 16, 16) and y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert len(list(cache.glob("pets-*.pt"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of using the cache")
+    monkeypatch.setattr(data, "decode_images", no_decoding)
+    again = open_dataset(root, cache_dir=cache)
+    assert torch.equal(next(again.val_batches(16, 6))[0], x)
+
+
+def test_image_tree_cache_misses_when_subset_or_files_change(tmp_path):
+    root = write_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    open_dataset(root, cache_dir=cache)
+    open_dataset(root, cache_dir=cache, train_subset=6)
+    Image.new("RGB", (8, 8)).save(root / "train" / "cat" / "extra.png")
+    open_dataset(root, cache_dir=cache)
+    assert len(list(cache.glob("pets-*.pt"))) == 3
+
+
+def test_image_tree_subset_test_split_and_mixed_sizes(tmp_path):
+    root = write_tree(tmp_path / "t", per_class=6, held_out="test")
+    Image.new("RGB", (12, 10), "red").save(root / "train" / "dog" / "big.png")
+    ds = open_dataset(root, cache_dir=tmp_path / "c", train_subset=6, val_subset=3, seed=1)
+    assert (ds.n_train, ds.n_val) == (6, 3)
+    labels = torch.cat([y for _, y in batches(ds, 8, 6)])
+    assert torch.bincount(labels).tolist() == [2, 2, 2]
+    full = open_dataset(root, cache_dir=tmp_path / "c")
+    assert full.n_train == 19 and full.native_resolution == 8  # big.png resized to 8x8
+
+
+# -- CIFAR pickles -------------------------------------------------------------------
+
+def dump(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def fake_cifar10(folder: Path, per_batch=6, side=4) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"class{i}" for i in range(3)]
+    dump(folder / "batches.meta", {b"label_names": [n.encode() for n in names]})
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        dump(folder / name, {b"data": rng.integers(0, 256, (per_batch, 3 * side * side), dtype=np.uint8),
+                             b"labels": [i % 3 for i in range(per_batch)]})
+    return folder
+
+
+def test_cifar10_pickles_are_read(tmp_path):
+    fake_cifar10(tmp_path / "cifar-10-batches-py")
+    for path in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        ds = open_dataset(path)
+        assert (ds.name, ds.classes, ds.n_train, ds.n_val) == ("cifar10", ["class0", "class1", "class2"], 30, 6)
+        assert ds.native_resolution == 4
+    x, _ = next(open_dataset(tmp_path, train_subset=9).train_batches(8, 9, torch.Generator()))
+    assert x.shape == (9, 3, 8, 8)
+
+
+def test_cifar100_pickles_are_read(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    dump(folder / "meta", {"fine_label_names": ["apple", "bee"], "coarse_label_names": ["x"]})
+    for name, n in (("train", 8), ("test", 4)):
+        dump(folder / name, {"data": rng.integers(0, 256, (n, 48), dtype=np.uint8),
+                             "fine_labels": [i % 2 for i in range(n)], "coarse_labels": [0] * n})
+    ds = open_dataset(tmp_path)
+    assert (ds.name, ds.classes, ds.n_train, ds.n_val) == ("cifar100", ["apple", "bee"], 8, 4)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = fake_cifar10(tmp_path / "c")
+    dump(folder / "test_batch", {"data": Path("/x"), "labels": []})  # pickles a pathlib class
+    with pytest.raises(DatasetError, match="test_batch.*refusing"):
+        open_dataset(folder)
+
+
+# -- errors ----------------------------------------------------------------------------
+
+def one_line_error(source, **kwargs) -> str:
+    with pytest.raises(DatasetError) as info:
+        open_dataset(source, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_error_path_does_not_exist(tmp_path):
+    assert "does not exist" in one_line_error(str(tmp_path / "nope"))
+
+
+def test_error_no_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    message = one_line_error(tmp_path)
+    assert "no class folders" in message and "train/<class>" in message
+    (tmp_path / "loose").mkdir()
+    assert "no train/ folder" in one_line_error(tmp_path / "loose")
+
+
+def test_error_no_held_out_split(tmp_path):
+    root = write_tree(tmp_path / "t")
+    for f in (root / "val").rglob("*"):
+        if f.is_file():
+            f.unlink()
+    for d in sorted((root / "val").iterdir()):
+        d.rmdir()
+    (root / "val").rmdir()
+    assert "no held-out split" in one_line_error(root, cache_dir=tmp_path / "c")
+
+
+def test_error_corrupt_image_is_named(tmp_path):
+    root = write_tree(tmp_path / "t")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    message = one_line_error(root, cache_dir=tmp_path / "c")
+    assert "broken.jpg" in message and "cannot read image" in message
+
+
+def test_error_val_class_not_in_train(tmp_path):
+    root = write_tree(tmp_path / "t")
+    (root / "val" / "zebra").mkdir()
+    assert "'zebra'" in one_line_error(root, cache_dir=tmp_path / "c")
+
+
+def test_error_empty_class_folder_and_bad_subset(tmp_path):
+    root = write_tree(tmp_path / "t")
+    (root / "train" / "fox").mkdir()
+    assert "fox" in one_line_error(root, cache_dir=tmp_path / "c")
+    assert "train_subset" in one_line_error("synthetic", train_subset=0)
+
+
+# -- the real CIFAR-10 tree ----------------------------------------------------------------
+
+@pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"no CIFAR-10 image tree at {CIFAR10} "
+                    "(../shared/data/cifar10 beside the checkout)")
+def test_real_cifar10_tree_with_small_subsets(tmp_path):
+    ds = open_dataset(CIFAR10, cache_dir=tmp_path, train_subset=200, val_subset=50)
+    assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer",
+                          "dog", "frog", "horse", "ship", "truck"]
+    assert (ds.n_train, ds.n_val, ds.native_resolution) == (200, 50, 32)
+    x, y = batches(ds, 32, 200)[0]
+    assert x.shape == (200, 3, 32, 32) and torch.bincount(y).tolist() == [20] * 10
+    assert abs(float(x.mean())) < 0.3 and 0.7 < float(x.std()) < 1.3  # normalised

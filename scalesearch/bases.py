@@ -30,6 +30,20 @@ def _resnet(name: str, block: str, layers: tuple[int, int, int, int]) -> Network
     )
 
 
+def resnet20_cifar() -> NetworkSpec:
+    """ResNet-20 for 32px CIFAR images (He et al. 2016, Sec. 4.2), with projection shortcuts."""
+    return NetworkSpec(
+        name="resnet20-cifar",
+        stem=StemSpec(out_channels=16, kernel=3, stride=1),
+        stages=tuple(StageSpec(block="basic", out_channels=c, layers=3, stride=s)
+                     for c, s in ((16, 1), (32, 2), (64, 2))),
+        head=HeadSpec(channels=0),
+        resolution=32,
+        num_classes=10,
+        activation="relu",
+    )
+
+
 def mobilenetv1() -> NetworkSpec:
     """MobileNetV1 (Howard et al. 2017), width 1.0, 224px: 13 depthwise-separable layers."""
     rows = [(64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2)]
@@ -98,6 +112,7 @@ BASES: dict[str, Callable[[], NetworkSpec]] = {
     "resnet50": lambda: _resnet("resnet50", "bottleneck", (3, 4, 6, 3)),
     "resnet101": lambda: _resnet("resnet101", "bottleneck", (3, 4, 23, 3)),
     "resnet152": lambda: _resnet("resnet152", "bottleneck", (3, 8, 36, 3)),
+    "resnet20-cifar": resnet20_cifar,
     "mobilenetv1": mobilenetv1,
     "mobilenetv2": mobilenetv2,
     **{name: _efficientnet(name) for name in EFFICIENTNET_COEFFICIENTS},

@@ -13,6 +13,18 @@ def _complete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("state") == "COMPLETE" and r.get("top1") is not None]
 
 
+def _save(fig, stem: Path) -> list[Path]:  # noqa: ANN001 - a matplotlib Figure
+    """Write a figure as PNG and SVG beside each other, then free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    paths = [stem.with_suffix(f".{ext}") for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
 def config_target(run: Path) -> float | None:
     import json
 
@@ -62,12 +74,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.margins(y=0.15)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        path = run / f"top1_vs_flops.{ext}"
-        fig.savefig(path)
-        written.append(path)
-    plt.close(fig)
+    written += _save(fig, run / "top1_vs_flops")
 
     # 2. top-1 over the (alpha, beta) plane; dropped candidates in grey.
     fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
@@ -95,10 +102,5 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.margins(0.08)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=7, frameon=False)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        path = run / f"top1_alpha_beta.{ext}"
-        fig.savefig(path)
-        written.append(path)
-    plt.close(fig)
+    written += _save(fig, run / "top1_alpha_beta")
     return written

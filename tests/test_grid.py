@@ -200,3 +200,19 @@ def test_out_that_is_not_a_run_is_refused(tmp_path):
     (out / "thesis.tex").write_text("precious")
     _one_line_error(run("grid", *PROXY, "--dry-run", "--out", out, ok=False), "is not a scalesearch run")
     assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_early_stop_with_the_optuna_pruner(tmp_path):
+    import optuna
+
+    out = tmp_path / "pruned"
+    run("grid", "--base", "resnet20-cifar", "--train-subset", "128", "--val-subset", "64", "--epochs", "3",
+        "--batch-size", "32", "--alpha-max", "1.4", "--beta-max", "1.2", "--step", "0.05", "--max-trials", "4",
+        "--early-stop", "--phi-max", "2", "--out", out)
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 4 and set(trials.state) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in set(trials.state)
+    study = optuna.load_study(study_name="scalesearch", storage=f"sqlite:///{out / 'study.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == sorted(trials.state)                          # the study and trials.csv agree
+    assert all(len(t.intermediate_values) >= 1 for t in study.trials)  # every epoch was reported to the pruner
+    assert (out / "family.csv").is_file()

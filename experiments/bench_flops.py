@@ -26,8 +26,11 @@ def main() -> None:
 
     base = get_base(args.base)
     grid = GridSpec(alpha_max=args.alpha_max, beta_max=args.beta_max, step=args.step)
-    nets = [scale(base, c.alpha, c.beta, c.gamma) for c in candidates(base, grid) if c.kept]
-    print(f"{len(nets)} candidate networks of the phi = 1 grid on {args.base} (step {args.step})")
+    # Every distinct network the grid fits a gamma for (kept or not): rounding twins count once.
+    found = candidates(base, grid)
+    nets = [scale(base, c.alpha, c.beta, c.gamma) for c in found if not c.reason.startswith("same network")]
+    print(f"{len(nets)} distinct candidate networks of the phi = 1 grid on {args.base} "
+          f"({len(found)} grid points, step {args.step}, {sum(c.kept for c in found)} within tolerance)")
 
     clear_cache()
     t0 = time.perf_counter()

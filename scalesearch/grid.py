@@ -122,9 +122,12 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, echo: Callable[
             if str(r["kept"]).lower() in ("true", "1")]
     echo(f"{base.name} at {base.resolution}px: {base_cost.flops:,} FLOPs; target {spec.target_flops} = "
          f"{target:,.0f} +/- {spec.tolerance:.0%}; {len(rows)} (alpha, beta) points, {len(kept)} within tolerance")
-    echo(table(rows, [("id", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
-                      ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ","),
-                      ("kept", ""), ("reason", "")]))
+    columns = [("id", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
+               ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]
+    kept_rows = [r for r in rows if str(r["kept"]).lower() in ("true", "1")]
+    if kept_rows:
+        echo(table(kept_rows, columns))
+    echo(dropped_summary(rows) + (f" (every row, with its reason: {out / CANDIDATES})" if kept_rows else ""))
     if not kept:
         closest = min(rows, key=lambda r: abs(r["flops_ratio"] * base_cost.flops / target - 1))
         raise UserError(f"no candidate is within --tolerance {spec.tolerance:g} of the target "
@@ -173,6 +176,23 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, echo: Callable[
     write_csv(out / FAMILY, result.family)
     result.files = [out / f for f in (CONFIG, CANDIDATES, TRIALS, BEST, FAMILY)] + plot_run(out)
     return result
+
+
+def dropped_summary(rows: list[dict[str, Any]]) -> str:
+    """One line counting the dropped grid points by kind of reason."""
+    kinds = {"rounding twins": 0, "outside the FLOPs tolerance": 0, "over --max-params": 0, "over --max-acts": 0}
+    for r in rows:
+        reason = str(r.get("reason") or "")
+        if reason.startswith("same network"):
+            kinds["rounding twins"] += 1
+        elif reason.startswith("flops"):
+            kinds["outside the FLOPs tolerance"] += 1
+        elif "--max-params" in reason:
+            kinds["over --max-params"] += 1
+        elif "--max-acts" in reason:
+            kinds["over --max-acts"] += 1
+    parts = [f"{n} {k}" for k, n in kinds.items() if n]
+    return "dropped: " + (", ".join(parts) if parts else "none")
 
 
 def best_record(complete: list[dict[str, Any]], settings: SearchSettings, seconds: float | None = None) -> dict[str, Any]:

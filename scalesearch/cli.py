@@ -92,7 +92,7 @@ def family_cmd(
 ) -> None:
     """The family phi = 0..N of Eq. 3: d = alpha^phi, w = beta^phi, r = gamma^phi, measured."""
     from .family import family
-    from .scaling import compound
+    from .scaling import compound, nominal_ratio
 
     with user_errors():
         compound(alpha, beta, gamma, 0)  # validates alpha, beta, gamma before any work
@@ -106,7 +106,7 @@ def family_cmd(
         sys.stdout.write(pd.DataFrame(rows).to_csv(index=False))
         return
     typer.echo(f"{rows[0]['base']}: alpha={alpha:g} beta={beta:g} gamma={gamma:g}, "
-               f"alpha*beta^2*gamma^2 = {rows[1]['nominal_ratio'] if len(rows) > 1 else alpha * beta**2 * gamma**2:.4f}")
+               f"alpha*beta^2*gamma^2 = {nominal_ratio(alpha, beta, gamma):.4f}")
     typer.echo(table(rows, ["phi", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution", "layers",
                             ("params", ","), ("flops", ","), ("nominal_ratio", ".2f"), ("flops_ratio", ".2f")]))
 

@@ -78,6 +78,11 @@ def validate(settings: SearchSettings) -> GridSpec:
             raise UserError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
     if settings.device not in ("auto", "cpu") and not settings.device.startswith("cuda"):
         raise UserError(f"--device '{settings.device}' must be auto, cpu or cuda[:N]")
+    if settings.device.startswith("cuda") and settings.backend == "optuna":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {settings.device}: this machine has no CUDA device (use --device cpu or auto)")
     return spec
 
 

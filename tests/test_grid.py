@@ -216,3 +216,13 @@ def test_early_stop_with_the_optuna_pruner(tmp_path):
     assert states == sorted(trials.state)                          # the study and trials.csv agree
     assert all(len(t.intermediate_values) >= 1 for t in study.trials)  # every epoch was reported to the pruner
     assert (out / "family.csv").is_file()
+
+
+def test_cuda_requested_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error cannot happen here")
+    out = tmp_path / "gpu"
+    _one_line_error(run("grid", *PROXY, "--device", "cuda", "--dry-run", "--out", out, ok=False), "no CUDA device")
+    assert not out.exists()

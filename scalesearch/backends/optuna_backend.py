@@ -28,9 +28,9 @@ class OptunaBackend:
         # A trial that was running when the process died can never finish: mark it failed.
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
-        queued = {t.params.get("candidate") for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-        queued |= {t.system_attrs.get("fixed_params", {}).get("candidate")
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        # Trials enqueued by an earlier, interrupted run are still waiting: do not queue them twice.
+        queued = {t.system_attrs.get("fixed_params", {}).get("candidate")
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
         for cand in todo:
             if cand["id"] not in queued:
                 study.enqueue_trial({"candidate": int(cand["id"])})

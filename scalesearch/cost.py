@@ -89,17 +89,18 @@ def part_cost(part: Part) -> Cost:
     return Cost(params, flops, other, acts)
 
 
-@functools.lru_cache(maxsize=4096)
-def _cost_by_key(key: str, spec: NetworkSpec) -> Cost:
-    total = ZERO
-    for part in iter_parts(spec):
-        total = total + part_cost(part)
-    return total
+_spec_costs: dict[str, Cost] = {}  # by NetworkSpec.key(): name and provenance do not change cost
 
 
 def count_cost(spec: NetworkSpec) -> Cost:
     """Params, FLOPs (conv+linear multiply-adds), other FLOPs and conv activations of a spec."""
-    return _cost_by_key(spec.key(), spec)
+    key = spec.key()
+    if key not in _spec_costs:
+        total = ZERO
+        for part in iter_parts(spec):
+            total = total + part_cost(part)
+        _spec_costs[key] = total
+    return _spec_costs[key]
 
 
 def count_cost_plain(spec: NetworkSpec) -> Cost:
@@ -116,4 +117,4 @@ def count_cost_plain(spec: NetworkSpec) -> Cost:
 
 def clear_cache() -> None:
     part_cost.cache_clear()
-    _cost_by_key.cache_clear()
+    _spec_costs.clear()

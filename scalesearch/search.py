@@ -135,8 +135,7 @@ def fit_resolution(base: NetworkSpec, alpha: float, beta: float, target: float,
         return seen[res]
 
     guess = min(hi, max(R, int(round(R * math.sqrt(max(target / cost_at(R).flops, 1.0))))))
-    lo, up = R, hi  # invariant: the answer's first-at-or-above index lies in (lo, up] or is R
-    step = 2
+    step = 2  # bracket [lo, up] around the first resolution at or above the target
     if cost_at(guess).flops >= target:
         up = guess
         while up - step > R and cost_at(up - step).flops >= target:

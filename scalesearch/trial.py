@@ -7,7 +7,6 @@ Optuna, in a worker process (on any node of a cluster) for Ray Tune.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Callable
 
 from .bases import get_base
@@ -50,6 +49,11 @@ def resolve_device(device: str) -> str:
 CANDIDATE_FIELDS = ("alpha", "beta", "gamma", "d", "w", "r", "resolution", "params", "flops", "flops_ratio", "acts")
 
 
+def candidate_columns(candidate: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trials.csv row that describes the candidate itself."""
+    return {"candidate": int(candidate["id"]), **{k: candidate[k] for k in CANDIDATE_FIELDS}}
+
+
 def run_trial(candidate: dict[str, Any], settings: SearchSettings, report: Report | None = None,
               progress: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Train one candidate and return its trials.csv row (state COMPLETE)."""
@@ -68,19 +72,12 @@ def run_trial(candidate: dict[str, Any], settings: SearchSettings, report: Repor
 
     torch.manual_seed(settings.seed)  # the same initialisation stream for every candidate
     model = build(spec)
-    started = time.time()
     result = train_candidate(model, dataset, spec.resolution, config, report=report, progress=progress,
                              desc=f"trial {candidate['id']} a={candidate['alpha']:g} b={candidate['beta']:g} "
                                   f"g={candidate['gamma']:.3f} {spec.resolution}px")
-    row = {"candidate": int(candidate["id"]), **{k: candidate[k] for k in CANDIDATE_FIELDS}}
-    row.update(result.as_dict())
-    row.setdefault("seconds", time.time() - started)
-    row.update(state="COMPLETE")
-    return row
+    return {**candidate_columns(candidate), **result.as_dict(), "state": "COMPLETE"}
 
 
 def pruned_row(candidate: dict[str, Any], top1: float | None, seconds: float) -> dict[str, Any]:
     """The trials.csv row of a trial stopped early by the pruner."""
-    row = {"candidate": int(candidate["id"]), **{k: candidate[k] for k in CANDIDATE_FIELDS}}
-    row.update(top1=top1, seconds=seconds, state="PRUNED")
-    return row
+    return {**candidate_columns(candidate), "top1": top1, "seconds": seconds, "state": "PRUNED"}

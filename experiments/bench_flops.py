@@ -13,7 +13,7 @@ import time
 
 from scalesearch import get_base, scale
 from scalesearch.cost import clear_cache, count_cost, count_cost_plain
-from scalesearch.search import GridSpec, candidates
+from scalesearch.gridspace import GridSpec, candidates
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
 
 def fitting(base) -> None:
     """The whole candidate fitting (gamma searched per (alpha, beta)) with each counter."""
-    import scalesearch.search as search
+    import scalesearch.gridspace as search
 
     grid = GridSpec(alpha_max=1.4, beta_max=1.2, step=0.1)
     seen: list = []

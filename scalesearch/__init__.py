@@ -2,30 +2,37 @@
 
 The layout follows the paper: ``spec`` (Eq. 1, the network as data), ``scaling``
 (Eq. 3 and the rounding rules), ``cost`` (measured FLOPs, params, activations),
-``search`` (step 1: the phi = 1 grid), ``family`` (step 2: raising phi).
+``gridspace`` and ``grid`` (step 1: the phi = 1 grid and its search), ``family``
+(step 2: raising phi), ``study`` (trials x seeds in a run directory).
 """
 
 from .bases import base_names, get_base
 from .errors import UserError
+from .family import family  # the function: ``scalesearch.family`` is never the module of the same name
 from .scaling import Rounding, compound, nominal_ratio, round_channels, round_depth, round_resolution, scale
 from .spec import HeadSpec, NetworkSpec, SpecError, StageSpec, StemSpec, load_spec, save_spec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Torch-side names load on first use, so specs and the scaler stay importable without torch.
-_LAZY = {"Cost": "cost", "count_cost": "cost", "family": "family"}
+_LAZY = {"Cost": "cost", "count_cost": "cost", "build": "models", "run_grid": "grid",
+         "SearchSettings": "settings", "load_settings": "settings", "create_model": "api",
+         "export_member": "api", "load_model": "api", "measure": "api"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # the function, not the submodule of the same name, from now on
+        return value
     raise AttributeError(f"module 'scalesearch' has no attribute {name!r}")
 
 
 __all__ = [
-    "Cost", "HeadSpec", "NetworkSpec", "Rounding", "SpecError", "StageSpec", "StemSpec", "UserError",
-    "base_names", "compound", "count_cost", "family", "get_base", "load_spec", "nominal_ratio",
-    "round_channels", "round_depth", "round_resolution", "save_spec", "scale",
+    "Cost", "HeadSpec", "NetworkSpec", "Rounding", "SearchSettings", "SpecError", "StageSpec", "StemSpec",
+    "UserError", "base_names", "build", "compound", "count_cost", "create_model", "export_member", "family",
+    "get_base", "load_model", "load_settings", "load_spec", "measure", "nominal_ratio", "round_channels",
+    "round_depth", "round_resolution", "run_grid", "save_spec", "scale",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from typing import Iterator, Optional
 
@@ -26,8 +27,18 @@ def user_errors() -> Iterator[None]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted: finished trials are saved; re-run the same command to resume", err=True)
         raise typer.Exit(130) from None
+    except MemoryError:
+        typer.echo("error: out of memory: lower the batch size, the resolution or the network's size", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("SCALESEARCH_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"error: internal error {type(exc).__name__}: {first} (set SCALESEARCH_DEBUG=1 for the "
+                   f"traceback, and please report it)", err=True)
+        raise typer.Exit(1) from None
 
 
 def _emit_json(obj: object) -> None:
@@ -54,18 +65,31 @@ def bases(as_json: bool = typer.Option(False, "--json", help="Print a JSON array
 
 
 @app.command()
+def blocks(as_json: bool = typer.Option(False, "--json", help="Print a JSON array.")) -> None:
+    """List the block types a spec's stages may use (the registry, built-in and your own)."""
+    from .blocks import block_types
+
+    rows = [dict(block=r["block"], uses=r["uses"] if isinstance(r["uses"], str) else ", ".join(r["uses"]), doc=r["doc"]) for r in block_types()]
+    if as_json:
+        _emit_json(rows)
+        return
+    typer.echo(table(rows, ["block", "uses", "doc"]))
+
+
+@app.command()
 def flops(
     base: str = typer.Option(..., "--base", help=BASE_HELP),
     d: float = typer.Option(1.0, "--d", help="Depth multiplier (layers x d, rounded up)."),
     w: float = typer.Option(1.0, "--w", help="Width multiplier (channels x w, to a multiple of 8)."),
     r: float = typer.Option(1.0, "--r", help="Resolution multiplier (pixels x r, rounded)."),
+    depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
 ) -> None:
     """Params, FLOPs, activations and the stage table of a base scaled by (d, w, r)."""
     from .api import measure
 
     with user_errors():
-        result = measure(base, d=d, w=w, r=r)
+        result = measure(base, d=d, w=w, r=r, rounding=_rounding(depth_rounding))
     if as_json:
         _emit_json(result)
         return
@@ -87,6 +111,9 @@ def family_cmd(
     beta: float = typer.Option(..., "--beta", help="Width coefficient (>= 1)."),
     gamma: float = typer.Option(..., "--gamma", help="Resolution coefficient (>= 1)."),
     phi_max: int = typer.Option(7, "--phi-max", min=0, max=20, help="Largest phi."),
+    target_flops: Optional[str] = typer.Option(None, "--target-flops", help="Fit the resolution at each phi so measured FLOPs are target^phi (a ratio such as 2x); without it, Eq. 3 literally."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="With --target-flops: how far from target^phi a member may measure."),
+    depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array and nothing else."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
 ) -> None:
@@ -95,8 +122,12 @@ def family_cmd(
     from .scaling import compound, nominal_ratio
 
     with user_errors():
+        if as_json and as_csv:
+            raise UserError("--json and --csv both ask for the whole output: choose one")
         compound(alpha, beta, gamma, 0)  # validates alpha, beta, gamma before any work
-        rows = family(get_base(base), alpha, beta, gamma, phi_max)
+        target = _ratio_option(target_flops) if target_flops is not None else None
+        rows = family(get_base(base), alpha, beta, gamma, phi_max, _rounding(depth_rounding),
+                      **({"target": target, "tolerance": tolerance} if target is not None else {}))
     if as_json:
         _emit_json(rows)
         return
@@ -106,74 +137,194 @@ def family_cmd(
         sys.stdout.write(pd.DataFrame(rows).to_csv(index=False))
         return
     typer.echo(f"{rows[0]['base']}: alpha={alpha:g} beta={beta:g} gamma={gamma:g}, "
-               f"alpha*beta^2*gamma^2 = {nominal_ratio(alpha, beta, gamma):.4f}")
-    typer.echo(table(rows, ["phi", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution", "layers",
-                            ("params", ","), ("flops", ","), ("nominal_ratio", ".2f"), ("flops_ratio", ".2f")]))
+               f"alpha*beta^2*gamma^2 = {nominal_ratio(alpha, beta, gamma):.4f}"
+               + (f"; resolution fitted to {target:g}^phi measured FLOPs" if target is not None else ""))
+    typer.echo(_family_table(rows))
+
+
+def _ratio_option(text: str) -> float:
+    from .gridspace import parse_budget
+
+    budget = parse_budget(text, "--target-flops")
+    if not budget.is_ratio or budget.value < 1:
+        raise UserError(f"--target-flops '{text}' must be a ratio of at least 1x here, such as 2x")
+    return budget.value
+
+
+def _rounding(depth_rounding: Optional[str]):  # noqa: ANN202 - scaling.Rounding
+    from .scaling import DEFAULT_ROUNDING, Rounding
+
+    return DEFAULT_ROUNDING if depth_rounding is None else Rounding(depth_rule=depth_rounding)
+
+
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., help="A finished run directory of `scalesearch grid`."),
+    phi: int = typer.Option(..., "--phi", help="Which family member (a phi of the run's family.csv)."),
+    out: str = typer.Option(..., "--out", help="A new folder for spec.yaml, model.pt and meta.json."),
+) -> None:
+    """Write a family member's spec (YAML) and its built module (state_dict) for your own pipeline."""
+    from .api import export_member
+
+    with user_errors():
+        files = export_member(run_dir, phi, out)
+    for path in files:
+        typer.echo(str(path))
+
+
+def _help(text: str, name: str) -> str:
+    """A flag's help with the setting's default, read from the settings class (written once there)."""
+    from .settings import default_of
+
+    value = default_of(name)
+    return f"{text} [default: {value if value is not None else 'none'}]"
 
 
 @app.command()
 def grid(
-    base: str = typer.Option(..., "--base", help=BASE_HELP),
-    target_flops: str = typer.Option("2x", "--target-flops", help="FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Read settings from a YAML/JSON file (a run's config.json too); flags override it."),
+    base: Optional[str] = typer.Option(None, "--base", help=BASE_HELP),
+    target_flops: Optional[str] = typer.Option(None, "--target-flops", help=_help("FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G).", "target_flops")),
     max_params: Optional[str] = typer.Option(None, "--max-params", help="Params budget: a ratio (3x) or a count (20M)."),
     max_acts: Optional[str] = typer.Option(None, "--max-acts", help="Activations budget: a ratio or a count."),
-    alpha_max: float = typer.Option(2.0, "--alpha-max", help="Largest alpha (depth) on the grid."),
-    beta_max: float = typer.Option(1.5, "--beta-max", help="Largest beta (width) on the grid."),
-    step: float = typer.Option(0.05, "--step", help="Grid step for alpha and beta."),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="Keep candidates whose measured FLOPs are within this fraction of the target."),
+    alpha_max: Optional[float] = typer.Option(None, "--alpha-max", help=_help("Largest alpha (depth) on the grid.", "alpha_max")),
+    beta_max: Optional[float] = typer.Option(None, "--beta-max", help=_help("Largest beta (width) on the grid.", "beta_max")),
+    step: Optional[float] = typer.Option(None, "--step", help=_help("Grid step for alpha and beta.", "step")),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("Keep candidates whose measured FLOPs are within this fraction of the target.", "tolerance")),
+    nominal_tolerance: Optional[float] = typer.Option(None, "--nominal-tolerance", help=_help("... and whose alpha*beta^2*gamma^2 is within this fraction of the target ratio.", "nominal_tolerance")),
+    depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help=_help("stage: ceil(L_i * d) per stage (the reference rule); total: round(d * sum L_i) spread over the stages, one layer at a time.", "depth_rule")),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    dataset: str = typer.Option("synthetic", "--dataset", help="'synthetic' (built in), an image-folder tree, or a CIFAR pickle folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=_help("'synthetic' (built in), an image-folder tree, or a CIFAR pickle folder.", "dataset")),
     train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Train on N images (class-balanced)."),
     val_subset: Optional[int] = typer.Option(None, "--val-subset", help="Score on N held-out images."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Short-training budget per candidate, in epochs."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the trainer's)."),
-    seed: int = typer.Option(0, "--seed"),
-    max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N of the kept candidates (a seeded sample)."),
-    phi_max: int = typer.Option(7, "--phi-max", min=0, max=20, help="Extrapolate the family to this phi."),
-    backend: str = typer.Option("optuna", "--backend", help="optuna (SQLite study in the run directory) or ray (Ray Tune)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("Training batch size.", "batch_size")),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's rate, scaled with the batch size)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
+    max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Train exactly these candidate ids, e.g. 0,4,77 (see candidates.csv)."),
+    order: Optional[str] = typer.Option(None, "--order", help=_help("Which kept candidates --max-trials takes first: random (seeded), nearest (to the target) or id.", "order")),
+    phi_max: Optional[int] = typer.Option(None, "--phi-max", help=_help("Extrapolate the family to this phi.", "phi_max")),
+    backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune).", "backend")),
     address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
-    early_stop: bool = typer.Option(False, "--early-stop", help="Stop weak candidates early (Optuna MedianPruner / Tune ASHA)."),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="Ray: CPUs per trial."),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="Ray: GPUs per trial."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where decoded images are cached."),
-    out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume."),
+    early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop", help="Stop weak trials early (Optuna MedianPruner / Tune ASHA)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help=_help("Threads each trial trains on (both backends; Ray reserves them as CPUs).", "cpus_per_trial")),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help=_help("Ray: GPUs per trial.", "gpus_per_trial")),
+    device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where decoded images are cached (default ~/.cache/scalesearch)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure and save the candidate table, train nothing."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip timing a few steps to estimate the training time."),
 ) -> None:
     """Step 1: grid-search alpha, beta, gamma at phi = 1 on measured FLOPs, short-training each candidate."""
     from .grid import run_grid
-    from .runs import SearchSettings
+    from .settings import build_settings, load_settings
 
-    settings = SearchSettings(
-        base=base, target_flops=target_flops, max_params=max_params, max_acts=max_acts, alpha_max=alpha_max,
-        beta_max=beta_max, step=step, tolerance=tolerance, resolution=resolution, dataset=dataset,
-        train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images, batch_size=batch_size,
-        lr=lr, seed=seed, max_trials=max_trials, phi_max=phi_max, backend=backend, address=address,
-        early_stop=early_stop, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device,
-        cache_dir=cache_dir, out=out)
+    flags = dict(base=base, target_flops=target_flops, max_params=max_params, max_acts=max_acts,
+                 alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
+                 nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
+                 dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
+                 batch_size=batch_size, lr=lr, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
+                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
+                 out=out)
     with user_errors():
-        result = run_grid(settings, dry_run=dry_run, echo=typer.echo)
+        settings = load_settings(config, flags) if config else build_settings({}, flags, source="options")
+        if settings.out is None:
+            from .grid import default_out
+
+            settings = settings.replace(out=str(default_out(settings.base)))
+        printer = _GridPrinter()
+        result = run_grid(settings, dry_run=dry_run, on_event=printer, estimate=not no_estimate)
     if dry_run:
         typer.echo(f"dry run: candidate table written to {result.out / 'candidates.csv'}")
         return
     _summary(result)
 
 
+class _GridPrinter:
+    """Prints the events of a search as they come."""
+
+    def __call__(self, event) -> None:  # noqa: ANN001
+        from .grid import Measured, Planned, dropped_summary
+        from .study import StudyStarted
+
+        if isinstance(event, Measured):
+            kept = [c for c in event.rows if c.kept]
+            typer.echo(f"{event.base.name} at {event.base.resolution}px: {event.base_flops:,} FLOPs; target "
+                       f"{event.target_flops / event.base_flops:.3g}x = {event.target_flops:,.0f}; "
+                       f"{len(event.rows)} (alpha, beta) points, {len(kept)} kept")
+            if kept:
+                typer.echo(table([c.row() for c in kept], [
+                    ("id", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
+                    ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]))
+            typer.echo(dropped_summary(event.rows) + (f" (every row, with its reason: {event.out / 'candidates.csv'})"
+                                                      if kept else ""))
+        elif isinstance(event, Planned):
+            eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
+            typer.echo(f"training {event.candidates} candidate(s) x {event.seeds} seed(s) = {event.trials} trials "
+                       f"({event.todo} to train), {event.images_per_trial:,} images each{eta}")
+        elif isinstance(event, StudyStarted) and event.finished:
+            typer.echo(f"resuming: {event.finished} finished trial(s) kept, {event.todo} to train")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
 def _summary(result) -> None:  # noqa: ANN001 - GridResult
     best = result.best
     line = "=" * 78
     typer.echo(line)
+    rows = []
+    for s in result.summaries:
+        row = s.as_dict()
+        row["top1"] = (f"{100 * s.top1_mean:.2f}" if s.top1_mean is not None else "-") + (
+            f" +/- {100 * s.top1_std:.2f}" if s.top1_std is not None else "")
+        row["note"] = ("DIVERGED" if s.diverged else "pruned" if s.pruned else "") + (
+            " <- best" if s.candidate == best["candidate"] else "")
+        rows.append(row)
+    typer.echo("ranking by mean top-1 over seeds (%):")
+    typer.echo(table(rows, [("candidate", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
+                            ("flops_ratio", ".3f"), "n", "top1", "note"]))
+    diverged = [r for r in result.rows if r.state == "DIVERGED"]
+    for r in diverged:
+        typer.echo(f"DIVERGED: trial {r.trial} ({r.diverged}); never ranked")
+    if result.verdict is not None:
+        from .study import compare
+
+        typer.echo(result.verdict.text)
+        ranked = [s for s in result.summaries if s.ranked]
+        if len(ranked) > 2:
+            typer.echo(compare(ranked[0], ranked[-1], "worst").text)
     typer.echo(f"best at phi = 1: alpha = {best['alpha']:g}  beta = {best['beta']:g}  gamma = {best['gamma']:.4f}"
-               f"   (top-1 {100 * best['top1']:.2f}% of {best['trials_complete']} trials)")
+               f"   (top-1 {100 * best['top1_mean']:.2f}%" + (f" +/- {100 * best['top1_std']:.2f}" if best.get("top1_std") is not None else "")
+               + f", {best['n']} seed(s))")
     typer.echo(f"  d = {best['d']:.3f}  w = {best['w']:.3f}  r = {best['r']:.3f}  -> {best['resolution']}px, "
                f"{best['params']:,} params, {best['flops']:,} FLOPs ({best['flops_ratio']:.3f}x the base)")
-    typer.echo("family (Eq. 3, measured):")
-    typer.echo(table(result.family, ["phi", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution",
-                                     ("params", ","), ("flops", ","), ("nominal_ratio", ".2f"), ("flops_ratio", ".2f")]))
+    typer.echo("family (d = alpha^phi, w = beta^phi; resolution fitted so measured FLOPs follow the target^phi):")
+    typer.echo(_family_table(result.family))
     typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
     typer.echo(line)
+
+
+def _family_table(rows) -> str:  # noqa: ANN001
+    columns = ["phi", ("d", ".3f"), ("w", ".3f"), ("r", ".3f")]
+    if rows and "gamma_nominal" in rows[0]:
+        columns.append(("gamma_nominal", ".3f"))
+    columns += ["resolution", "layers", ("params", ","), ("flops", ","), ("nominal_ratio", ".2f")]
+    if rows and "target_ratio" in rows[0]:
+        columns.append(("target_ratio", ".2f"))
+    columns.append(("flops_ratio", ".2f"))
+    if rows and "within_tolerance" in rows[0]:
+        columns.append("within_tolerance")
+    return table(rows, columns)
 
 
 @app.command()

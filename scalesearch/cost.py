@@ -16,6 +16,11 @@ whose cost depends only on their shape key; each distinct part is traced once pe
 with fvcore and reused within a network (repeated layers of a stage) and across the
 networks of a search.  Totals are identical to one fvcore call on the whole network,
 since fvcore's totals are sums over operators.
+
+Before anything is traced, each part's memory at batch size 1 (float32 weights, buffers,
+its input and every layer's output) is worked out from shapes alone on the meta device;
+a part over ``MEMORY_LIMIT_GIB`` is refused with a ``MemoryLimitError`` instead of
+being allocated.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.activation_count import generic_activation_jit
 from fvcore.nn.flop_count import conv_flop_jit
 
+from . import blocks
+from .errors import UserError
 from .models import Part, build, iter_parts
-from .spec import NetworkSpec
+from .spec import NetworkSpec, output_size
 
 FLOP_OPERATORS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
 ACTS_KEY = "conv_activations"
@@ -53,6 +60,12 @@ class Cost:
 
 
 ZERO = Cost(0, 0, 0, 0)
+MEMORY_LIMIT_GIB = 2.0  # per part, weights + activations at batch size 1
+BYTES_PER_ELEMENT = 4   # float32
+
+
+class MemoryLimitError(UserError):
+    """A part of the network is too large to build (the message gives the figure and the limit)."""
 _conv_acts = generic_activation_jit(ACTS_KEY)
 
 
@@ -79,6 +92,62 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
+def part_footprint(part: Part) -> int:
+    """Bytes one part needs at batch size 1: weights, buffers, its input and every layer's output.
+
+    Built and run on the meta device, which carries shapes and allocates nothing.  Every
+    leaf module's output is counted (what a training step keeps for backward).  A user
+    block whose forward cannot run on meta is sized by its weights and input alone.
+    """
+    channels, height, width = part.input_shape
+    elements = [channels * height * width]
+
+    def add_output(module, inputs, output):  # noqa: ANN001 - torch hook signature
+        # An output that is its input (identity, in-place activation) takes no new memory.
+        if isinstance(output, torch.Tensor) and not any(output is x for x in inputs):
+            elements.append(output.numel())
+
+    with _lock, torch.no_grad(), torch.device("meta"):
+        module = part.build()
+        elements += [t.numel() for t in (*module.parameters(), *module.buffers())]
+        leaves = [m for m in module.modules() if next(m.children(), None) is None]
+        hooks = [m.register_forward_hook(add_output) for m in leaves]
+        try:
+            output = module.eval()(torch.zeros(1, *part.input_shape))
+        except Exception:  # noqa: BLE001 - a forward that needs real data: weights + input only
+            output = None
+        finally:
+            for hook in hooks:
+                hook.remove()
+    if part.key[0] == "block" and isinstance(output, torch.Tensor):
+        _check_block_output(part, tuple(output.shape))
+    return BYTES_PER_ELEMENT * sum(elements)
+
+
+def _check_block_output(part: Part, shape: tuple[int, ...]) -> None:
+    # Every part is counted at the input shape the walk gives it, so a block must map
+    # (cin, size) to (cout, ceil(size / stride)) or the next part's figures would be wrong.
+    _, block, _, cout, stride, *_ = part.key
+    size = output_size(part.input_shape[1], stride)
+    if shape != (1, cout, size, size):
+        raise ValueError(f"block '{block}' at {part.where or 'a layer'} maps input {(1, *part.input_shape)} "
+                         f"to {shape}; expected {(1, cout, size, size)} (cout channels, ceil(size / stride) pixels)")
+
+
+def check_memory(parts: list[Part], limit_gib: float | None = None) -> None:
+    """Refuse, before any allocation, a network whose largest part exceeds the memory limit."""
+    limit_gib = MEMORY_LIMIT_GIB if limit_gib is None else limit_gib
+    largest = max(parts, key=part_footprint)
+    need_gib = part_footprint(largest) / 2**30
+    if need_gib > limit_gib:
+        what = largest.where or largest.key[0]
+        if largest.key[0] == "block":
+            what += f" ({largest.key[1]} block)"
+        raise MemoryLimitError(f"{what} needs {need_gib:.1f} GiB at batch size 1 (limit {limit_gib:g} GiB): "
+                               "lower w, r or the spec's channels")
+
+
+@functools.lru_cache(maxsize=None)
 def part_cost(part: Part) -> Cost:
     """Trace one part with fvcore at batch size 1 (cached by the part's shape key)."""
     with _lock, torch.no_grad():
@@ -90,14 +159,26 @@ def part_cost(part: Part) -> Cost:
 
 
 _spec_costs: dict[str, Cost] = {}  # by NetworkSpec.key(): name and provenance do not change cost
+_block_generation = blocks.generation()
+
+
+def _forget_replaced_blocks() -> None:
+    # Parts are keyed by block name: a name re-registered with another builder must be re-traced.
+    global _block_generation
+    if blocks.generation() != _block_generation:
+        clear_cache()
+        _block_generation = blocks.generation()
 
 
 def count_cost(spec: NetworkSpec) -> Cost:
     """Params, FLOPs (conv+linear multiply-adds), other FLOPs and conv activations of a spec."""
+    _forget_replaced_blocks()
     key = spec.key()
     if key not in _spec_costs:
+        parts = list(iter_parts(spec))
+        check_memory(parts)
         total = ZERO
-        for part in iter_parts(spec):
+        for part in parts:
             total = total + part_cost(part)
         _spec_costs[key] = total
     return _spec_costs[key]
@@ -108,6 +189,7 @@ def count_cost_plain(spec: NetworkSpec) -> Cost:
 
     The reference the cached counter is checked against (tests, benchmark).
     """
+    check_memory(list(iter_parts(spec)))
     with torch.no_grad():
         model = build(spec).eval()
         counts = _analysis(model, torch.zeros(1, 3, spec.resolution, spec.resolution)).by_operator()
@@ -117,4 +199,5 @@ def count_cost_plain(spec: NetworkSpec) -> Cost:
 
 def clear_cache() -> None:
     part_cost.cache_clear()
+    part_footprint.cache_clear()
     _spec_costs.clear()

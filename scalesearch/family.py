@@ -1,32 +1,68 @@
-"""Step 2 of the method: fix alpha, beta, gamma and raise phi (Eq. 3) to get a family."""
+"""Step 2 of the method: fix alpha, beta, gamma and raise phi (Eq. 3) to get a family.
+
+Two modes.  Literal (the paper's Eq. 3): d, w, r = alpha^phi, beta^phi, gamma^phi, each
+network measured; rounding makes the measured FLOPs drift from (alpha*beta^2*gamma^2)^phi.
+Fitted (``target=2.0``): d = alpha^phi and w = beta^phi as in Eq. 3, and the resolution is
+fitted on *measured* FLOPs to target^phi times the base's, so each phi costs what the
+method promises; the formula's gamma^phi is reported beside the fitted r.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .cost import count_cost
+from .errors import UserError
 from .scaling import DEFAULT_ROUNDING, Rounding, compound, nominal_ratio, scale
+from .gridspace import fit_resolution
 from .spec import NetworkSpec
 
 
 def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int = 7,
-           rounding: Rounding = DEFAULT_ROUNDING) -> list[dict[str, Any]]:
+           rounding: Rounding = DEFAULT_ROUNDING, *, target: float | None = None,
+           tolerance: float = 0.05) -> list[dict[str, Any]]:
     """Rows for phi = 0..phi_max: the scaled network's (d, w, r) and its measured cost.
 
-    ``nominal_ratio`` is the formula's (alpha * beta^2 * gamma^2)^phi; ``flops_ratio`` is
-    the measured FLOPs over the base's.  They differ because channels, layers and pixels
-    are rounded to integers.
+    Without ``target`` (Eq. 3 literally) the columns are base, phi, d, w, r, resolution,
+    layers, params, flops, acts, nominal_ratio, flops_ratio: ``nominal_ratio`` is the
+    formula's (alpha * beta^2 * gamma^2)^phi, ``flops_ratio`` the measured FLOPs over the
+    base's; they differ because channels, layers and pixels are rounded to integers.
+
+    With ``target`` (a FLOPs ratio per unit of phi) the resolution is fitted to
+    target^phi times the base's measured FLOPs, among resolutions >= the base's.  Rows add
+    gamma_nominal (gamma^phi; r is then the fitted resolution over the base's),
+    target_ratio (target^phi) and within_tolerance (|flops_ratio / target_ratio - 1| <=
+    ``tolerance``).  A phi whose d and w alone overshoot the target stays at the base
+    resolution and is reported outside the tolerance.  The literal rows get none of
+    these columns: there is no target to be within.
     """
+    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target) and target >= 1):
+        raise UserError(f"family target must be a FLOPs ratio >= 1 per phi (got {target})")
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
+        raise UserError(f"family tolerance must be between 0 and 1 (got {tolerance})")
+    from .cost import count_cost
+
     base_cost = count_cost(base)
     rows = []
     for phi in range(phi_max + 1):
         d, w, r = compound(alpha, beta, gamma, phi)
+        row: dict[str, Any] = dict(base=base.name, phi=phi, d=d, w=w, r=r)
+        if target is not None:
+            target_ratio = target**phi
+            # The fit never needs a gamma above sqrt(target^phi) by much, since d, w >= 1;
+            # twice that bounds the search without tracing absurd resolutions.
+            gamma_max = max(4.0, 2 * math.sqrt(target_ratio))
+            resolution, _ = fit_resolution(base, d, w, target_ratio * base_cost.flops, rounding, gamma_max)
+            r = resolution / base.resolution
+            row.update(r=r, gamma_nominal=gamma**phi)
         net = scale(base, d, w, r, rounding)
         cost = count_cost(net)
-        rows.append(dict(
-            base=base.name, phi=phi, d=d, w=w, r=r, resolution=net.resolution,
-            layers=net.total_layers, params=cost.params, flops=cost.flops, acts=cost.acts,
-            nominal_ratio=nominal_ratio(alpha, beta, gamma, phi),
-            flops_ratio=cost.flops / base_cost.flops,
-        ))
+        row.update(resolution=net.resolution, layers=net.total_layers, params=cost.params, flops=cost.flops,
+                   acts=cost.acts, nominal_ratio=nominal_ratio(alpha, beta, gamma, phi))
+        if target is not None:
+            row.update(target_ratio=target_ratio)
+        row.update(flops_ratio=cost.flops / base_cost.flops)
+        if target is not None:
+            row.update(within_tolerance=abs(row["flops_ratio"] / target_ratio - 1) <= tolerance)
+        rows.append(row)
     return rows

@@ -1,40 +1,73 @@
-"""The whole search, as the `scalesearch grid` command runs it (and users call it).
+"""Step 1 as a study: the phi = 1 candidates, short-trained over seeds, then step 2.
 
-1. measure every (alpha, beta) of the grid with gamma fitted to the FLOPs target
-   (search.candidates) and save the table before any training;
-2. short-train the kept candidates with a backend, writing trials.csv and best.json
-   atomically as each trial ends; a re-run resumes and skips finished candidates;
-3. extrapolate the best (alpha, beta, gamma) to phi = 0..N (family.csv, Eq. 3);
-4. draw the plots.
+``run_grid(settings)`` is what `scalesearch grid` runs:
+
+1. measure every (alpha, beta) of the grid space with gamma fitted to the FLOPs target
+   (``gridspace.candidates``) and save the table before any training;
+2. make a study of the chosen candidates x seeds and run it with a backend, each row
+   written as its trial ends; a re-run resumes, and a larger ``max_trials`` or ``seeds``
+   extends the same run;
+3. rank candidates by mean top-1 over their seeds (diverged ones never rank), and say
+   whether the best is separable from the runner-up;
+4. extrapolate the best to phi = 0..N, fitting the resolution at each phi so that the
+   measured FLOPs follow target^phi (family.csv), and draw the plots.
+
+It returns a ``GridResult`` and reports progress as events (``on_event``); it prints nothing.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends import BACKENDS, get_backend
-from .cost import count_cost
+from .backends import get_backend
+from .bases import get_base
 from .errors import UserError
-from .runs import (BEST, CANDIDATES, CONFIG, FAMILY, TRIAL_COLUMNS, TRIALS, SearchSettings, finished_trials,
-                   open_run_dir, read_csv, write_csv, write_json)
-from .search import Candidate, GridSpec, candidates, parse_budget
-from .trial import dataset_for, search_base
+from .gridspace import Candidate, candidates, drop_counts
+from .settings import SearchSettings
+from .spec import NetworkSpec
+from .study import (BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, SUMMARY_COLUMNS, RunDir, Summary, TrialContext,
+                    TrialRow, TrialSpec, Verdict, run_study, summarize, trial_id, verdict, write_csv, write_json)
+from .trial import load_dataset
 
-CANDIDATE_COLUMNS = ["id", "alpha", "beta", "gamma", "d", "w", "r", "resolution", "nominal_ratio", "flops",
-                     "flops_ratio", "params", "acts", "kept", "reason"]
+Event = Any
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The candidate table is ready (measured now, or read back from the run)."""
+
+    base: NetworkSpec
+    base_flops: int
+    target_flops: float
+    rows: list[Candidate]
+    out: Path
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What training will cost, before it starts."""
+
+    candidates: int
+    seeds: int
+    trials: int
+    todo: int
+    images_per_trial: int
+    seconds: float | None
 
 
 @dataclass
 class GridResult:
     out: Path
-    candidates: list[dict[str, Any]]
-    trials: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[Candidate]
+    rows: list[TrialRow] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    verdict: Verdict | None = None
     best: dict[str, Any] | None = None
     family: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
@@ -47,164 +80,224 @@ def default_out(base: str) -> Path:
     return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def grid_spec(settings: SearchSettings) -> GridSpec:
-    target = parse_budget(settings.target_flops, "--target-flops")
-    if target.is_ratio and target.value < 1:
-        raise UserError(f"--target-flops '{settings.target_flops}' is below 1x: phi = 1 scales the base up")
-    return GridSpec(
-        target_flops=target, alpha_max=settings.alpha_max, beta_max=settings.beta_max, step=settings.step,
-        tolerance=settings.tolerance,
-        max_params=parse_budget(settings.max_params, "--max-params") if settings.max_params else None,
-        max_acts=parse_budget(settings.max_acts, "--max-acts") if settings.max_acts else None,
-    )
+def search_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
+    """The base as searched: the data set's class count, at ``resolution`` when given."""
+    base = get_base(settings.base)
+    return base.replace(num_classes=num_classes, resolution=settings.resolution or base.resolution)
 
 
-def validate(settings: SearchSettings) -> GridSpec:
-    """Every check that needs no data: fail before anything is created."""
-    from .bases import get_base
+def choose(kept: list[Candidate], settings: SearchSettings, target_ratio: float) -> list[Candidate]:
+    """The candidates to train: the given ids, else the first ``max_trials`` in ``order``.
 
-    get_base(settings.base)
-    spec = grid_spec(settings)
-    if settings.backend not in BACKENDS:
-        raise UserError(f"unknown backend '{settings.backend}'; valid backends: {', '.join(BACKENDS)}")
-    if settings.address and settings.backend != "ray":
-        raise UserError("--address joins a Ray cluster: use it with --backend ray")
-    for name in ("epochs", "batch_size", "cpus_per_trial"):
-        if getattr(settings, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(settings, name)})")
-    for name in ("images", "train_subset", "val_subset", "max_trials", "resolution"):
-        value = getattr(settings, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
-    if settings.device not in ("auto", "cpu") and not settings.device.startswith("cuda"):
-        raise UserError(f"--device '{settings.device}' must be auto, cpu or cuda[:N]")
-    if settings.device.startswith("cuda") and settings.backend == "optuna":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {settings.device}: this machine has no CUDA device (use --device cpu or auto)")
-    return spec
+    The order is a fixed permutation (seeded for ``random``), so raising ``max_trials``
+    on an existing run extends its selection rather than drawing a new one.
+    """
+    if settings.candidates is not None:
+        by_id = {c.id: c for c in kept}
+        missing = [i for i in settings.candidates if i not in by_id]
+        if missing:
+            raise UserError(f"--candidates: {missing[0]} is not a kept candidate of this grid "
+                            f"(kept: {', '.join(str(c.id) for c in kept[:20])}{' ...' if len(kept) > 20 else ''})")
+        return [by_id[i] for i in dict.fromkeys(settings.candidates)]
+    if settings.order == "nearest":
+        ordered = sorted(kept, key=lambda c: (abs(c.flops_ratio - target_ratio), c.id))
+    elif settings.order == "id":
+        ordered = sorted(kept, key=lambda c: c.id)
+    else:
+        ordered = list(kept)
+        random.Random(settings.seed).shuffle(ordered)
+    return ordered[:settings.max_trials] if settings.max_trials else ordered
 
 
-def _choose(kept: list[Candidate], max_trials: int | None, seed: int) -> list[Candidate]:
-    if max_trials is None or max_trials >= len(kept):
-        return kept
-    picked = random.Random(seed).sample(kept, max_trials)
-    return sorted(picked, key=lambda c: c.id)
+def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSettings) -> list[TrialSpec]:
+    """The study: each chosen candidate's scaled spec x ``seeds`` seeds (seed, seed + 1, ...)."""
+    trials = []
+    for c in chosen:
+        spec = c.spec(base, settings.rounding)
+        if spec.resolution != c.resolution:  # the candidate table and the scaler must agree
+            raise UserError(f"{CANDIDATES}: candidate {c.id} says {c.resolution}px but scales to "
+                            f"{spec.resolution}px; the table belongs to another search")
+        for k in range(settings.seeds):
+            trials.append(TrialSpec(candidate=c.id, seed=settings.seed + k, spec=spec, recipe=settings.train,
+                                    alpha=c.alpha, beta=c.beta, gamma=c.gamma, params=c.params, flops=c.flops,
+                                    flops_ratio=c.flops_ratio, acts=c.acts))
+    return trials
 
 
-def run_grid(settings: SearchSettings, *, dry_run: bool = False, echo: Callable[[str], None] = print,
-             progress: bool = True) -> GridResult:
+def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Callable[[Event], None] | None = None,
+             progress: bool = True, backend: Any = None, estimate: bool = True) -> GridResult:
+    """The whole phi = 1 search; see the module docstring.  ``backend`` overrides the settings' one."""
     from tqdm.auto import tqdm
 
+    from .cost import count_cost
     from .family import family
-    from .formatting import table
     from .plots import plot_run
 
-    spec = validate(settings)
-    out = Path(settings.out) if settings.out else default_out(settings.base)
-    settings.out = str(out)
-    dataset = dataset_for(settings, progress=progress)      # dataset errors come before any file is written
+    emit = on_event or (lambda event: None)
+    get_base(settings.base)                                    # an unknown base is named first
+    backend = backend or get_backend(settings.backend, settings.seed)
+    backend.check()
+    run = RunDir(settings.out or default_out(settings.base))
+    run.check_usable()
+    resumed = run.exists
+    if resumed:
+        check_same_search(run, settings)                       # refuses before anything is touched
+    dataset = load_dataset(settings.data, settings.seed, progress)  # data errors come before any file
     base = search_base(settings, dataset.num_classes)
     base_cost = count_cost(base)
-    target = spec.target_flops.absolute(base_cost.flops)
-    if target < base_cost.flops * (1 - spec.tolerance):
-        raise UserError(f"--target-flops {settings.target_flops} ({target:,.0f}) is below the base's own "
+    grid = settings.grid
+    target = grid.target.absolute(base_cost.flops)
+    if target < base_cost.flops * (1 - grid.tolerance):
+        raise UserError(f"--target-flops {grid.target_flops} ({target:,.0f}) is below the base's own "
                         f"{base_cost.flops:,} FLOPs at {base.resolution}px: phi = 1 scales the base up")
-    resumed = (out / CONFIG).is_file()
-    if resumed:
-        open_run_dir(out, settings)  # refuses a different search before anything is touched
-    saved = read_csv(out / CANDIDATES) if resumed else []
-    if saved:
-        rows = saved
-    else:
-        def bar(items):
-            return tqdm(list(items), desc="measure candidates", unit="net", disable=None, leave=False)
+    saved = _saved_candidates(run) if resumed else None
+    if saved is None:
+        def bar(items):  # noqa: ANN001, ANN202
+            return tqdm(list(items), desc="measure candidates", unit="net", disable=None if progress else True,
+                        leave=False)
 
-        found = candidates(base, spec, progress=bar if progress else None)
-        rows = [c.row() for c in found]
-    kept = [Candidate(**{k: r[k] for k in Candidate.__dataclass_fields__}) for r in rows
-            if str(r["kept"]).lower() in ("true", "1")]
-    echo(f"{base.name} at {base.resolution}px: {base_cost.flops:,} FLOPs; target {spec.target_flops} = "
-         f"{target:,.0f} +/- {spec.tolerance:.0%}; {len(rows)} (alpha, beta) points, {len(kept)} within tolerance")
-    columns = [("id", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
-               ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]
-    kept_rows = [r for r in rows if str(r["kept"]).lower() in ("true", "1")]
-    if kept_rows:
-        echo(table(kept_rows, columns))
-    echo(dropped_summary(rows) + (f" (every row, with its reason: {out / CANDIDATES})" if kept_rows else ""))
+        table = candidates(base, grid, settings.rounding, progress=bar)
+    else:
+        table = saved
+    kept = [c for c in table if c.kept]
+    emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
+                  resumed=resumed))
     if not kept:
-        closest = min(rows, key=lambda r: abs(r["flops_ratio"] * base_cost.flops / target - 1))
-        raise UserError(f"no candidate is within --tolerance {spec.tolerance:g} of the target "
-                        f"(closest: alpha={closest['alpha']:g} beta={closest['beta']:g} at "
-                        f"{closest['flops_ratio']:.2f}x); widen --tolerance, --alpha-max or --beta-max, or lower --step")
-    if not resumed:
-        open_run_dir(out, settings)
-    write_json(out / CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
+        counts = drop_counts(table)
+        closest = min(table, key=lambda c: abs(c.flops * 1.0 / target - 1))
+        raise UserError(f"no candidate is within the FLOPs tolerance {grid.tolerance:g} and nominal tolerance "
+                        f"{grid.nominal_tolerance:g} of the target ({_counts_text(counts)}; closest: "
+                        f"alpha={closest.alpha:g} beta={closest.beta:g} at {closest.flops_ratio:.2f}x); widen "
+                        f"--tolerance, --alpha-max or --beta-max, or lower --step")
+    run.create_and_lock()
+    try:
+        return _train_and_extrapolate(settings, run, resumed, base, base_cost, target, table, kept, dry_run,
+                                      backend, emit, progress, estimate, family, plot_run)
+    finally:
+        run.release()
+
+
+def _train_and_extrapolate(settings, run, resumed, base, base_cost, target, table, kept, dry_run,  # noqa: ANN001
+                           backend, emit, progress, estimate, family, plot_run) -> GridResult:  # noqa: ANN001
+    dataset = load_dataset(settings.data, settings.seed)
+    write_json(run / CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                               "base_params": base_cost.params, "target_flops_absolute": target,
                               "num_classes": dataset.num_classes, "dataset_name": dataset.name})
-    if not saved:
-        write_csv(out / CANDIDATES, rows, CANDIDATE_COLUMNS)
-    result = GridResult(out=out, candidates=rows, resumed=resumed)
+    if not (run / CANDIDATES).is_file():
+        write_csv(run / CANDIDATES, [c.row() for c in table], Candidate.columns())
+    result = GridResult(out=run.path, candidates=table, resumed=resumed)
     if dry_run:
-        result.files = [out / CONFIG, out / CANDIDATES]
+        result.files = [run / CONFIG, run / CANDIDATES]
         return result
 
-    done = finished_trials(out)
-    chosen = _choose(kept, settings.max_trials, settings.seed)
-    todo = [c.row() for c in chosen if c.id not in done]
-    result.skipped = len(chosen) - len(todo)
-    if resumed:
-        echo(f"resuming {out}: {result.skipped} finished trial(s) kept, {len(todo)} to train")
-    trials: dict[int, dict[str, Any]] = {cid: row for cid, row in done.items()}
-    lock = threading.Lock()
+    target_ratio = target / base_cost.flops
+    chosen = choose(kept, settings, target_ratio)
+    trials = make_trials(base, chosen, settings)
+    finished = run.finished()
+    todo = [t for t in trials if t.id not in finished]
+    result.skipped = len(trials) - len(todo)
+    # Every trial trains on the same number of threads under either backend: CPU training is
+    # bit-identical only at equal thread counts (oneDNN's conv weight gradient splits by thread).
+    context = TrialContext(data=settings.data, device=settings.backend.device,
+                           threads=max(1, int(settings.backend.cpus_per_trial)), progress=progress)
+    seconds = None
+    if estimate and todo:
+        from .trial import estimate_seconds
 
-    def on_result(row: dict[str, Any]) -> None:
-        with lock:  # Ray calls back from its own thread
-            trials[int(row["candidate"])] = row
-            ordered = [trials[k] for k in sorted(trials)]
-            write_csv(out / TRIALS, ordered, TRIAL_COLUMNS)
-            complete = [r for r in ordered if r.get("state") == "COMPLETE"]
-            if complete:
-                write_json(out / BEST, best_record(complete, settings))
+        seconds = estimate_seconds(todo, context, settings.seed)
+    from .train import planned_steps
 
+    steps, batch = planned_steps(settings.train, dataset.n_train)
+    emit(Planned(candidates=len(chosen), seeds=settings.seeds, trials=len(trials), todo=len(todo),
+                 images_per_trial=steps * batch, seconds=seconds))
     started = time.time()
-    if todo:
-        get_backend(settings.backend).run(todo, [c.id for c in chosen], settings, out, on_result)
-    result.trials = [trials[k] for k in sorted(trials)]
-    complete = [r for r in result.trials if r.get("state") == "COMPLETE"]
-    if not complete:
-        raise UserError(f"no trial completed in {out} (see {TRIALS}); nothing to extrapolate")
-    result.best = best_record(complete, settings, seconds=time.time() - started)
-    write_json(out / BEST, result.best)
-    result.family = family(base, result.best["alpha"], result.best["beta"], result.best["gamma"], settings.phi_max)
-    write_csv(out / FAMILY, result.family)
-    result.files = [out / f for f in (CONFIG, CANDIDATES, TRIALS, BEST, FAMILY)] + plot_run(out)
+
+    def on_study_event(event: Any) -> None:
+        emit(event)
+        if type(event).__name__ == "TrialFinished":
+            _write_ranking(run, summarize(all_rows()), settings)
+
+    def all_rows() -> list[TrialRow]:
+        known = run.trials()
+        return [known[t.id] for t in trials if t.id in known]
+
+    result.rows = run_study(trials, run, backend, context, on_study_event)
+    result.summaries = summarize(result.rows)
+    ranked = [s for s in result.summaries if s.ranked]
+    if not ranked:
+        marked = [r.trial for r in result.rows if r.state != "COMPLETE"]
+        raise UserError(f"no candidate trained healthily in {run.path} ({len(marked)} of {len(result.rows)} trials "
+                        f"diverged, were pruned or failed: see trials.csv); raise --epochs or --images, or lower --lr")
+    result.verdict = verdict(result.summaries)
+    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started)
+    best = result.best
+    result.family = family(base, best["alpha"], best["beta"], best["gamma"], settings.phi_max, settings.rounding,
+                           target=target_ratio, tolerance=settings.grid.tolerance)
+    write_csv(run / FAMILY, result.family)
+    result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
     return result
 
 
-def dropped_summary(rows: list[dict[str, Any]]) -> str:
-    """One line counting the dropped grid points by kind of reason."""
-    kinds = {"rounding twins": 0, "outside the FLOPs tolerance": 0, "over --max-params": 0, "over --max-acts": 0}
-    for r in rows:
-        reason = str(r.get("reason") or "")
-        if reason.startswith("same network"):
-            kinds["rounding twins"] += 1
-        elif reason.startswith("flops"):
-            kinds["outside the FLOPs tolerance"] += 1
-        elif "--max-params" in reason:
-            kinds["over --max-params"] += 1
-        elif "--max-acts" in reason:
-            kinds["over --max-acts"] += 1
-    parts = [f"{n} {k}" for k, n in kinds.items() if n]
+def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettings,
+                   seconds: float | None = None) -> dict[str, Any] | None:
+    """summary.csv and best.json as they stand (rewritten after every trial)."""
+    write_csv(run / SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
+    ranked = [s for s in summaries if s.ranked]
+    if not ranked:
+        return None
+    best = ranked[0]
+    record = best.as_dict()
+    record.update(top1=best.top1_mean, candidates_ranked=len(ranked),
+                  diverged=[s.candidate for s in summaries if s.diverged],
+                  settings=settings.as_dict())
+    found = verdict(summaries)
+    if found is not None:
+        record["verdict"] = dict(runner_up=found.runner_up, gap=found.gap, spread=found.spread,
+                                 separable=found.separable, text=found.text)
+    if seconds is not None:
+        record["search_seconds"] = seconds
+    write_json(run / BEST, record)
+    return record
+
+
+def check_same_search(run: RunDir, settings: SearchSettings) -> None:
+    """Refuse a run directory that holds a different search (settings that change results)."""
+    from .settings import SettingsError, build_settings
+
+    previous = run.read_config().get("settings")
+    if not isinstance(previous, dict):
+        raise UserError(f"--out '{run.path}' has a {CONFIG} without settings; choose another --out")
+    try:
+        theirs = build_settings(previous, source=str(run / CONFIG)).identity()
+    except SettingsError:
+        theirs = {}
+    ours = settings.identity()
+    diff = [k for k in ours if ours[k] != theirs.get(k)]
+    if diff:
+        k = diff[0]
+        raise UserError(f"--out '{run.path}' holds a different search ({k} = {theirs.get(k)!r} there, "
+                        f"{ours[k]!r} here); choose another --out to keep its results")
+
+
+def _saved_candidates(run: RunDir) -> list[Candidate] | None:
+    from .study import read_csv
+
+    rows = read_csv(run / CANDIDATES)
+    if not rows:
+        return None
+    return [Candidate.from_row(r) for r in rows]
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    names = {"twin": "rounding twins", "flops": "outside the FLOPs tolerance",
+             "nominal": "nominal product off target", "params": "over --max-params", "acts": "over --max-acts"}
+    parts = [f"{n} {names.get(k, k)}" for k, n in counts.items() if n and k]
     return "dropped: " + (", ".join(parts) if parts else "none")
 
 
-def best_record(complete: list[dict[str, Any]], settings: SearchSettings, seconds: float | None = None) -> dict[str, Any]:
-    best = max(complete, key=lambda r: (r["top1"], -r["flops"]))
-    record = {k: best[k] for k in ("alpha", "beta", "gamma", "d", "w", "r", "resolution", "top1", "loss",
-                                   "params", "flops", "flops_ratio", "acts")}
-    record.update(candidate=int(best["candidate"]), trials_complete=len(complete), settings=settings.as_dict())
-    if seconds is not None:
-        record["search_seconds"] = seconds
-    return record
+def dropped_summary(table: list[Candidate]) -> str:
+    """One line counting the dropped grid points by kind."""
+    return _counts_text(drop_counts(table))
+
+
+__all__ = ["GridResult", "Measured", "Planned", "choose", "make_trials", "run_grid", "search_base", "trial_id"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runs import BEST, CANDIDATES, TRIALS, read_csv
 from .errors import UserError
+from .study import CANDIDATES, TRIALS, RunDir, read_csv, summarize
 
 
-def _complete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("state") == "COMPLETE" and r.get("top1") is not None]
+def _points(run: Path) -> list[dict[str, Any]]:
+    """One point per ranked candidate: its mean top-1 over seeds and the seed-to-seed std."""
+    rows = RunDir(run).trials().values()
+    return [dict(s.as_dict(), top1=s.top1_mean, std=s.top1_std or 0.0) for s in summarize(rows)
+            if s.ranked and s.top1_mean is not None]
 
 
 def _save(fig, stem: Path) -> list[Path]:  # noqa: ANN001 - a matplotlib Figure
@@ -23,6 +26,12 @@ def _save(fig, stem: Path) -> list[Path]:  # noqa: ANN001 - a matplotlib Figure
         fig.savefig(path)
     plt.close(fig)
     return paths
+
+
+def _kept(row: dict[str, Any]) -> bool:
+    from .gridspace import Candidate
+
+    return Candidate.from_row(row).kept
 
 
 def config_target(run: Path) -> float | None:
@@ -44,12 +53,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     run = Path(run_dir)
     if not (run / TRIALS).is_file():
         raise UserError(f"'{run}' has no {TRIALS}: not a scalesearch run directory, or no trial finished yet")
-    trials = _complete(read_csv(run / TRIALS))
+    trials = _points(run)
     if not trials:
         raise UserError(f"'{run}' has no completed trial to plot yet")
     candidates = read_csv(run / CANDIDATES)
-    best = json.loads((run / BEST).read_text()) if (run / BEST).is_file() else max(trials, key=lambda r: r["top1"])
-    config = json.loads((run / "config.json").read_text()).get("settings", {}) if (run / "config.json").is_file() else {}
+    best = max(trials, key=lambda r: r["top1"])
+    from .settings import flatten
+
+    config = flatten(json.loads((run / "config.json").read_text()).get("settings", {})) \
+        if (run / "config.json").is_file() else {}
     title = f"{config.get('base', '')} at phi = 1, target {config.get('target_flops', '')} FLOPs, {config.get('dataset', '')}"
     written = []
 
@@ -57,7 +69,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     flops = [r["flops"] / 1e6 for r in trials]
     top1 = [100 * r["top1"] for r in trials]
-    pts = ax.scatter(flops, top1, c=[r["alpha"] for r in trials], cmap="viridis", s=36, edgecolor="k", linewidth=0.4)
+    ax.errorbar(flops, top1, yerr=[100 * r["std"] for r in trials], fmt="none", ecolor="0.3", elinewidth=1,
+                capsize=3, zorder=1, label="+/- 1 std over seeds" if any(r["std"] for r in trials) else None)
+    pts = ax.scatter(flops, top1, zorder=2, c=[r["alpha"] for r in trials], cmap="viridis", s=36, edgecolor="k", linewidth=0.4)
     fig.colorbar(pts, ax=ax, label="alpha (depth coefficient)")
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
@@ -69,7 +83,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.axvspan(target * (1 - tol) / 1e6, target * (1 + tol) / 1e6, color="0.85", alpha=0.5, zorder=0,
                    label=f"tolerance +/-{tol:.0%}")
     ax.set_xlabel("measured FLOPs (M multiply-adds)")
-    ax.set_ylabel("top-1 on held-out split (%)")
+    ax.set_ylabel("top-1 on held-out split (%), mean over seeds")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(y=0.15)
@@ -79,9 +93,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     # 2. top-1 over the (alpha, beta) plane; dropped candidates in grey.
     fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
     trained = {(r["alpha"], r["beta"]) for r in trials}
-    dropped = [c for c in candidates if str(c.get("kept")).lower() not in ("true", "1")]
-    waiting = [c for c in candidates if str(c.get("kept")).lower() in ("true", "1")
-               and (c["alpha"], c["beta"]) not in trained]
+    dropped = [c for c in candidates if not _kept(c)]
+    waiting = [c for c in candidates if _kept(c) and (c["alpha"], c["beta"]) not in trained]
     if dropped:
         ax.scatter([c["alpha"] for c in dropped], [c["beta"] for c in dropped], marker="x", color="0.75", s=18,
                    label="dropped (FLOPs tolerance, budget or twin)")

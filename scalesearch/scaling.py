@@ -3,20 +3,25 @@
 ``compound(alpha, beta, gamma, phi)`` gives (d, w, r) = (alpha^phi, beta^phi, gamma^phi).
 ``scale(spec, d, w, r)`` rewrites every stage of a spec: layers L_i -> ceil(L_i * d),
 channels C_i -> round(C_i * w) to a multiple of 8 (never below 90% of C_i * w),
-resolution R -> round(R * r).  The rules are pluggable through ``Rounding``.
+resolution R -> round(R * r).  The rules are pluggable through ``Rounding``; with
+``depth_rule="total"`` depth is rounded once for the whole network (``round_depths``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 from .errors import UserError
 from .spec import HeadSpec, NetworkSpec
 
 
 class ScaleError(UserError):
-    """A scaling coefficient is out of range."""
+    """A scaling coefficient or rounding rule is out of range."""
+
+
+DEPTH_RULES = ("stage", "total")
 
 
 @dataclass(frozen=True)
@@ -24,20 +29,37 @@ class Rounding:
     """How scaled channels, depths and resolutions become integers.
 
     The defaults follow the reference EfficientNet implementation.
+
+    ``depth_rule`` says where depth is rounded.  ``"stage"`` (the reference rule): every
+    stage on its own, L_i -> ceil(L_i * d) (or round, by ``depth``); a network of 2-3
+    layers per stage then grows in steps of 33-50%, so most of a depth grid is rounding
+    twins.  ``"total"``: round(d * sum L_i) layers in all (at least one per stage), shared
+    over the stages in proportion to their base layers (largest remainder), so depth grows
+    one layer at a time; ``depth`` is not used by this rule.
     """
 
     divisor: int = 8            # channels are rounded to a multiple of this
     min_fraction: float | None = 0.9  # guard: never below this fraction of c*w (None = off)
-    depth: str = "ceil"         # "ceil" or "round" for L * d
+    depth: str = "ceil"         # "ceil" or "round" for L_i * d (depth_rule "stage")
     resolution_multiple: int = 1  # resolution rounded to a multiple of this
+    depth_rule: str = "stage"   # "stage": round each L_i * d; "total": round d * sum L_i once
 
     def __post_init__(self) -> None:
-        if self.divisor < 1:
-            raise ScaleError(f"rounding divisor must be >= 1 (got {self.divisor})")
+        def bad(name: str, why: str) -> ScaleError:
+            return ScaleError(f"rounding field '{name}' {why} (got {getattr(self, name)!r})")
+
+        for name in ("divisor", "resolution_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be an integer >= 1")
+        if self.min_fraction is not None and not (
+                isinstance(self.min_fraction, (int, float)) and not isinstance(self.min_fraction, bool)
+                and 0 < self.min_fraction <= 1):
+            raise bad("min_fraction", "must be None or a number in (0, 1]")
         if self.depth not in ("ceil", "round"):
-            raise ScaleError(f"depth rounding must be 'ceil' or 'round' (got {self.depth!r})")
-        if self.resolution_multiple < 1:
-            raise ScaleError(f"resolution multiple must be >= 1 (got {self.resolution_multiple})")
+            raise bad("depth", "must be 'ceil' or 'round'")
+        if self.depth_rule not in DEPTH_RULES:
+            raise bad("depth_rule", "must be 'stage' or 'total'")
 
 
 DEFAULT_ROUNDING = Rounding()
@@ -57,12 +79,46 @@ def round_channels(channels: float, rounding: Rounding = DEFAULT_ROUNDING) -> in
 
 
 def round_depth(layers: int, d: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:
-    """L * d as an integer number of layers, at least one."""
+    """L * d as an integer number of layers, at least one (one stage, rule "stage")."""
     value = layers * d
     # Guard against float noise such as 3 * 1.1 = 3.3000000000000003 before ceil.
     value = round(value, 9)
     out = math.ceil(value) if rounding.depth == "ceil" else int(math.floor(value + 0.5))
     return max(1, out)
+
+
+def round_depths(layers: Sequence[int], d: float, rounding: Rounding = DEFAULT_ROUNDING) -> tuple[int, ...]:
+    """Every stage's L_i * d as integers, by ``rounding.depth_rule``.
+
+    "stage": ``round_depth`` per stage.  "total": T = max(n_stages, round(d * sum L_i))
+    layers, split by the largest-remainder method: stage i gets floor(T * L_i / L), the
+    layers left over go to the largest remainders (ties to the earlier stage).  A stage
+    whose share is below one gets one and the rest is shared again over the others.
+    """
+    if rounding.depth_rule == "stage":
+        return tuple(round_depth(n, d, rounding) for n in layers)
+    total_base = sum(layers)
+    total = max(len(layers), int(math.floor(round(total_base * d, 9) + 0.5)))
+    out = [0] * len(layers)
+    free = list(range(len(layers)))  # stages still to be given a share
+    left = total
+    while free:
+        weight = sum(layers[i] for i in free)
+        short = [i for i in free if left * layers[i] < weight]  # share below one layer
+        if not short:
+            break
+        for i in short:
+            out[i] = 1
+        free = [i for i in free if i not in short]
+        left -= len(short)
+    if free:
+        weight = sum(layers[i] for i in free)  # integer arithmetic: no float ties
+        for i in free:
+            out[i] = left * layers[i] // weight
+        by_remainder = sorted(free, key=lambda i: (-(left * layers[i] % weight), i))
+        for i in by_remainder[:left - sum(out[i] for i in free)]:
+            out[i] += 1
+    return tuple(out)
 
 
 def round_resolution(resolution: int, r: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:
@@ -101,11 +157,10 @@ def scale(spec: NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
     """
     check_factors(d, w, r)
     stem = replace(spec.stem, out_channels=round_channels(spec.stem.out_channels * w, rounding))
+    depths = round_depths([st.layers for st in spec.stages], d, rounding)
     stages = tuple(
-        replace(st,
-                out_channels=round_channels(st.out_channels * w, rounding),
-                layers=round_depth(st.layers, d, rounding))
-        for st in spec.stages
+        replace(st, out_channels=round_channels(st.out_channels * w, rounding), layers=layers)
+        for st, layers in zip(spec.stages, depths)
     )
     head = HeadSpec(channels=round_channels(spec.head.channels * w, rounding) if spec.head.channels else 0,
                     dropout=spec.head.dropout)

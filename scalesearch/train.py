@@ -2,9 +2,15 @@
 
 The recipe is meant to rank candidates fairly on a small budget, not to set records:
 SGD with Nesterov momentum under a one-cycle learning rate (linear warm-up, cosine decay
-to near zero), so that any budget, even a fraction of an epoch, ends annealed; label
-smoothing; no weight decay on biases and normalisation parameters.  On CUDA the forward
-pass runs in bfloat16 autocast with channels-last memory; the CPU path stays plain fp32.
+to near zero), so that any budget, even a fraction of an epoch, ends annealed; a peak
+rate that scales linearly with the batch size; gradients clipped by their global norm, so
+that deep and wide candidates survive their first steps; label smoothing; no weight
+decay on biases and normalisation parameters.  Every default of the recipe is written
+once, in ``TrainConfig``.  On CUDA the forward pass runs in bfloat16 autocast with
+channels-last memory; the CPU path stays plain fp32.
+
+A run that went wrong is not dropped but marked: ``TrainResult.diverged`` says why
+(``divergence``), so a search can refuse to rank it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -31,44 +38,75 @@ class TrainConfigError(UserError):
     """A training setting is out of range; the message names it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """How long and how to train a candidate.
+    """How long and how to train a candidate: the recipe's defaults live here and only here.
 
     The budget is ``images`` training images when set, else ``epochs`` (fractional
-    allowed) passes over the training split; both round down to whole batches.
-    ``lr`` is the peak of the one-cycle schedule, reached after the ``warmup`` fraction of
-    the steps.  ``eval_every`` evaluates on the held-out split every that many epochs
-    (0: only at the end); the end of training is always evaluated.
+    allowed) passes over the training split; both round down to whole batches.  The
+    peak learning rate of the one-cycle schedule, reached after the ``warmup`` fraction
+    of the steps, is ``lr`` exactly when given, else ``lr_per_256 * batch / 256`` (the
+    linear scaling rule, Goyal et al. 2017; see ``peak_lr``).  Gradients are clipped to
+    a global L2 norm of ``clip_norm`` (None: no clipping).  ``threads`` fixes torch's
+    CPU threads for the run (None: as they are).  ``eval_every`` evaluates on the
+    held-out split every that many epochs (0: only at the end); the end of training is
+    always evaluated.
     """
 
     epochs: float = 1.0
     images: int | None = None
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float | None = None
+    lr_per_256: float = 0.4
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     warmup: float = 0.2
+    clip_norm: float | None = 5.0
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
     eval_every: int = 1
 
     def __post_init__(self) -> None:
+        # (name, integer?, may be None, in range?, why); non-numbers, NaN and inf never pass.
         checks = [
-            ("epochs", self.epochs, self.epochs > 0, "must be > 0"),
-            ("images", self.images, self.images is None or self.images > 0, "must be > 0"),
-            ("batch_size", self.batch_size, self.batch_size > 0, "must be > 0"),
-            ("lr", self.lr, self.lr > 0, "must be > 0"),
-            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be >= 0"),
-            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
-            ("warmup", self.warmup, 0 < self.warmup < 1, "must be in (0, 1)"),
-            ("threads", self.threads, self.threads is None or self.threads > 0, "must be > 0"),
-            ("eval_every", self.eval_every, self.eval_every >= 0, "must be >= 0"),
+            ("epochs", False, False, lambda v: v > 0, "must be > 0"),
+            ("images", True, True, lambda v: v > 0, "must be > 0"),
+            ("batch_size", True, False, lambda v: v > 0, "must be > 0"),
+            ("lr", False, True, lambda v: v > 0, "must be > 0"),
+            ("lr_per_256", False, False, lambda v: v > 0, "must be > 0"),
+            ("weight_decay", False, False, lambda v: v >= 0, "must be >= 0"),
+            ("label_smoothing", False, False, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+            ("warmup", False, False, lambda v: 0 < v < 1, "must be in (0, 1)"),
+            ("clip_norm", False, True, lambda v: v > 0, "must be > 0 (or None: no clipping)"),
+            ("seed", True, False, lambda v: v >= 0, "must be >= 0"),
+            ("threads", True, True, lambda v: v > 0, "must be > 0"),
+            ("eval_every", True, False, lambda v: v >= 0, "must be >= 0"),
         ]
-        for name, value, ok, why in checks:
-            if not ok:
+        for name, integer, optional, in_range, why in checks:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            kind = numbers.Integral if integer else numbers.Real
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise TrainConfigError(f"train setting '{name}' must be {'an integer' if integer else 'a number'} "
+                                       f"(got {value!r})")
+            if not math.isfinite(value):
+                raise TrainConfigError(f"train setting '{name}' must be finite (got {value!r})")
+            if not in_range(value):
                 raise TrainConfigError(f"train setting '{name}' {why} (got {value!r})")
+        if not isinstance(self.device, str) or not self.device:
+            raise TrainConfigError(f"train setting 'device' must name a device (got {self.device!r})")
+
+    def peak_lr(self, batch: int | None = None) -> float:
+        """The one-cycle peak: ``lr`` when set, else ``lr_per_256`` scaled linearly to
+        ``batch`` (default ``batch_size``; training passes the batch it really uses)."""
+        if self.lr is not None:
+            return float(self.lr)
+        return self.lr_per_256 * (batch or self.batch_size) / 256
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -78,6 +116,7 @@ class TrainResult:
     ``top1`` and ``loss`` (plain cross-entropy) are measured on the held-out split at the
     end; ``train_loss`` is the mean training loss (with label smoothing) over the last
     epoch; ``images_per_second`` counts training time only, ``seconds`` everything.
+    ``diverged`` is "" for a healthy run, else why it is not (see ``divergence``).
     """
 
     top1: float
@@ -87,6 +126,7 @@ class TrainResult:
     images_per_second: float
     images_seen: int
     epochs: float
+    diverged: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,8 +151,13 @@ def train_candidate(model: nn.Module, dataset: Dataset, resolution: int, config:
 
     ``report(step, top1)`` is called after every evaluation (the final one included); an
     exception it raises, such as ``optuna.TrialPruned``, stops training and propagates.
-    With the same seed (and the same initial weights) a CPU run is exactly repeatable;
-    the caller's random state is left as it was.
+    With the same seed, the same initial weights and the same ``config.threads`` a CPU
+    run is exactly repeatable; the caller's random state is left as it was.  Runs at
+    different thread counts differ in the last bits (and so, a little, in loss and
+    top-1): this torch's oneDNN convolutions sum the weight gradient over the batch in
+    per-thread chunks, whatever ``torch.use_deterministic_algorithms`` says; only the
+    native convolution (``torch.backends.mkldnn`` off) is thread-count-independent, at
+    about ten times the cost.  So callers that must agree fix ``threads`` to one value.
     """
     device = torch.device(config.device)
     cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
@@ -128,10 +173,11 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
     start = time.perf_counter()
     total, batch = planned_steps(config, dataset.n_train)
     model.to(device, memory_format=_memory_format(device))
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
+    peak_lr = config.peak_lr(batch)
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=peak_lr,
                                 momentum=0.9, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total, pct_start=config.warmup,
+        optimizer, max_lr=peak_lr, total_steps=total, pct_start=config.warmup,
         anneal_strategy="cos", cycle_momentum=False, div_factor=25, final_div_factor=1e3)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = torch.Generator().manual_seed(config.seed)
@@ -146,7 +192,7 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
             model.train()
             loss_sum, batches = torch.zeros((), device=device), 0
             for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
-                loss_sum += _train_step(model, criterion, optimizer, x, y, device)
+                loss_sum += _train_step(model, criterion, optimizer, x, y, device, config.clip_norm)
                 schedule.step()
                 step, batches = step + 1, batches + 1
                 _update_bar(bar, step, loss_sum, batches, batch, tick, device)
@@ -164,17 +210,64 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
     return TrainResult(top1=top1, loss=loss, train_loss=train_loss,
                        seconds=time.perf_counter() - start,
                        images_per_second=images / max(train_seconds, 1e-9),
-                       images_seen=images, epochs=images / dataset.n_train)
+                       images_seen=images, epochs=images / dataset.n_train,
+                       diverged=divergence(top1, loss, train_loss, dataset.num_classes, dataset.n_val))
 
 
 def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+                x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                clip_norm: float | None) -> torch.Tensor:
     with _autocast(device):
         loss = criterion(model(x.contiguous(memory_format=_memory_format(device))).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_norm is not None:
+        # A non-finite norm leaves non-finite weights, so the loss shows it and training stops.
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=True)
     optimizer.step()
     return loss.detach()
+
+
+# -- divergence -----------------------------------------------------------------------
+
+LOSS_GROWTH = 10.0  # a held-out loss this many times its start means the run blew up
+CHANCE_SIGMAS = 2.0  # binomial standard errors above chance that a top-1 must clear
+
+
+def chance_threshold(num_classes: int, n_val: int) -> float:
+    """The top-1 a run must exceed to count as having learned anything.
+
+    Chance p = 1 / num_classes plus ``CHANCE_SIGMAS`` binomial standard errors of a
+    held-out count of ``n_val``: sqrt(p (1 - p) / n_val).  A guesser clears it only about
+    2% of the time (normal approximation).
+    """
+    if num_classes < 2 or n_val < 1:
+        raise ValueError(f"need >= 2 classes and >= 1 held-out image (got {num_classes}, {n_val})")
+    p = 1 / num_classes
+    return p + CHANCE_SIGMAS * math.sqrt(p * (1 - p) / n_val)
+
+
+def divergence(top1: float, loss: float, train_loss: float, num_classes: int, n_val: int) -> str:
+    """Why a finished run is not healthy, or "" when it is.
+
+    In order: a non-finite training or held-out loss (or top-1); a held-out cross-entropy
+    above ``LOSS_GROWTH`` times its start, ln(num_classes), the loss of a uniform guess;
+    a top-1 not above ``chance_threshold`` (chance plus two binomial standard errors).
+    """
+    if not math.isfinite(train_loss):
+        return "non-finite training loss"
+    if not (math.isfinite(loss) and math.isfinite(top1)):
+        return "non-finite held-out loss"
+    if num_classes < 2:  # nothing to learn, nothing to compare with
+        return ""
+    start = math.log(num_classes)
+    if loss > LOSS_GROWTH * start:
+        return f"held-out loss {loss:,.4g} is {loss / start:,.0f}x its start ln({num_classes}) = {start:.2f}"
+    threshold = chance_threshold(num_classes, n_val)
+    if top1 <= threshold:
+        return (f"top-1 {top1:.1%} is at chance (1/{num_classes} = {1 / num_classes:.1%}, {n_val} images; "
+                f"needs > {threshold:.1%})")
+    return ""
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""One trial of the search: build a candidate at phi = 1 and short-train it from scratch.
+"""One trial: build a scaled spec and short-train it from scratch with one seed.
 
 A plain function of plain data, so every backend runs the same code: in-process for
 Optuna, in a worker process (on any node of a cluster) for Ray Tune.
@@ -6,36 +6,26 @@ Optuna, in a worker process (on any node of a cluster) for Ray Tune.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Sequence
 
-from .bases import get_base
-from .runs import SearchSettings
-from .scaling import scale
-from .spec import NetworkSpec
+from .study import COMPLETE, TrialContext, TrialRow, TrialSpec
 
 Report = Callable[[int, float], None]
 
 
 @functools.lru_cache(maxsize=2)
-def load_dataset(source: str, train_subset: int | None, val_subset: int | None, seed: int,
-                 cache_dir: str | None, progress: bool = False):
-    """The search's data set, opened once per process (decoded arrays are cached on disk)."""
+def load_dataset(data: Any, seed: int, progress: bool = False):
+    """The study's data set, opened once per process (decoded arrays are cached on disk).
+
+    ``data`` is a (frozen, hashable) ``settings.DataSettings``; ``seed`` picks the subsets.
+    """
     from .data import open_dataset
 
-    return open_dataset(source, cache_dir=cache_dir, train_subset=train_subset, val_subset=val_subset,
-                        seed=seed, progress=progress)
-
-
-def dataset_for(settings: SearchSettings, progress: bool = False):
-    return load_dataset(settings.dataset, settings.train_subset, settings.val_subset, settings.seed,
-                        settings.cache_dir, progress)
-
-
-def search_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
-    """The base as searched: the data set's class count, at --resolution when given."""
-    base = get_base(settings.base)
-    return base.replace(num_classes=num_classes, resolution=settings.resolution or base.resolution)
+    return open_dataset(data.dataset, cache_dir=data.cache_dir, train_subset=data.train_subset,
+                        val_subset=data.val_subset, seed=seed, progress=progress)
 
 
 def resolve_device(device: str) -> str:
@@ -46,38 +36,71 @@ def resolve_device(device: str) -> str:
     return device
 
 
-CANDIDATE_FIELDS = ("alpha", "beta", "gamma", "d", "w", "r", "resolution", "params", "flops", "flops_ratio", "acts")
-
-
-def candidate_columns(candidate: dict[str, Any]) -> dict[str, Any]:
-    """The part of a trials.csv row that describes the candidate itself."""
-    return {"candidate": int(candidate["id"]), **{k: candidate[k] for k in CANDIDATE_FIELDS}}
-
-
-def run_trial(candidate: dict[str, Any], settings: SearchSettings, report: Report | None = None,
-              progress: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """Train one candidate and return its trials.csv row (state COMPLETE)."""
-    from .models import build
-    from .train import TrainConfig, train_candidate
-
-    dataset = dataset_for(settings)
-    base = search_base(settings, dataset.num_classes)
-    spec = scale(base, candidate["alpha"], candidate["beta"], candidate["gamma"])
-    if spec.resolution != int(candidate["resolution"]):  # the candidate table and the scaler must agree
-        raise RuntimeError(f"candidate {candidate['id']}: resolution {spec.resolution} != {candidate['resolution']}")
-    config = TrainConfig(epochs=settings.epochs, images=settings.images, batch_size=settings.batch_size,
-                         seed=settings.seed, device=resolve_device(settings.device), threads=threads,
-                         **({"lr": settings.lr} if settings.lr else {}))
+def execute(trial: TrialSpec, context: TrialContext, data_seed: int, backend: str,
+            report: Report | None = None) -> TrialRow:
+    """Train one trial and return its row (COMPLETE, or DIVERGED with the reason)."""
     import torch
 
-    torch.manual_seed(settings.seed)  # the same initialisation stream for every candidate
-    model = build(spec)
-    result = train_candidate(model, dataset, spec.resolution, config, report=report, progress=progress,
-                             desc=f"trial {candidate['id']} a={candidate['alpha']:g} b={candidate['beta']:g} "
-                                  f"g={candidate['gamma']:.3f} {spec.resolution}px")
-    return {**candidate_columns(candidate), **result.as_dict(), "state": "COMPLETE"}
+    from .models import build
+    from .train import train_candidate
+
+    dataset = load_dataset(context.data, data_seed)
+    config = dataclasses.replace(trial.recipe, seed=trial.seed, device=resolve_device(context.device),
+                                 threads=context.threads)
+    torch.manual_seed(trial.seed)  # initialisation, then train_candidate seeds the data order
+    model = build(trial.spec)
+    desc = (f"trial {trial.id}" + (f" a={trial.alpha:g} b={trial.beta:g} g={trial.gamma:.3f}"
+                                   if trial.alpha is not None else "") + f" {trial.spec.resolution}px")
+    result = train_candidate(model, dataset, trial.spec.resolution, config, report=report,
+                             progress=context.progress, desc=desc)
+    return TrialRow.of(trial, COMPLETE, backend, result)
 
 
-def pruned_row(candidate: dict[str, Any], top1: float | None, seconds: float) -> dict[str, Any]:
-    """The trials.csv row of a trial stopped early by the pruner."""
-    return {**candidate_columns(candidate), "top1": top1, "seconds": seconds, "state": "PRUNED"}
+def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_seed: int,
+                     steps: int = 3) -> float:
+    """Seconds to train ``trials``, from a few timed steps of the cheapest and dearest network.
+
+    Time per image is taken as linear in FLOPs between the two measured networks.
+    """
+    import torch
+
+    from .models import build
+    from .train import planned_steps
+
+    if not trials:
+        return 0.0
+    dataset = load_dataset(context.data, data_seed)
+    device = torch.device(resolve_device(context.device))
+    cheapest, dearest = min(trials, key=lambda t: t.flops), max(trials, key=lambda t: t.flops)
+    ends = [cheapest] if cheapest.spec == dearest.spec else [cheapest, dearest]
+    per_image = []
+    for trial in ends:
+        total, batch = planned_steps(trial.recipe, dataset.n_train)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build(trial.spec).to(device)
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+            generator = torch.Generator().manual_seed(0)
+            batches = dataset.train_batches(trial.spec.resolution, batch, generator, device)
+            timings = []
+            for i, (x, y) in enumerate(batches):
+                tick = time.perf_counter()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                timings.append(time.perf_counter() - tick)
+                if i + 1 >= steps + 1:
+                    break
+        warm = timings[1:] or timings  # the first step pays for allocation
+        per_image.append((trial.flops, sum(warm) / len(warm) / batch))
+    (f0, t0), (f1, t1) = per_image[0], per_image[-1]
+    slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
+    seconds = 0.0
+    for trial in trials:
+        total, batch = planned_steps(trial.recipe, dataset.n_train)
+        images = total * batch + dataset.n_val / 3  # evaluation costs about a third of a training image
+        seconds += images * max(t0 + slope * (trial.flops - f0), 0.0)
+    return seconds

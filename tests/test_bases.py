@@ -1,15 +1,27 @@
-"""Golden numbers: the bases must equal the reference implementations exactly."""
+"""Golden numbers: the bases must equal the reference implementations exactly.
+
+tests/golden.json holds every base's params, FLOPs and activations.  After a change that
+is meant to move them (a new base, a new counting convention), rewrite the file instead
+of asserting against it, then review the diff:
+
+    SCALESEARCH_REGEN_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_bases.py -k golden
+"""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from scalesearch import base_names, count_cost, get_base, scale
 from scalesearch.cost import count_cost_plain
 from scalesearch.models import build, count_params
+from scalesearch.spec import NetworkSpec, StageSpec, StemSpec
 
-GOLDEN = json.loads((Path(__file__).parent / "golden.json").read_text())
+GOLDEN_PATH = Path(__file__).parent / "golden.json"
+GOLDEN = json.loads(GOLDEN_PATH.read_text())
+REGEN_GOLDEN = os.environ.get("SCALESEARCH_REGEN_GOLDEN") == "1"
 
 # torchvision's / the reference implementations' parameter counts (1000 classes).
 REFERENCE_PARAMS = {
@@ -47,7 +59,14 @@ def test_famous_flops():
 @pytest.mark.parametrize("name", base_names())
 def test_golden_costs(name):
     cost = count_cost(get_base(name))
-    assert dict(params=cost.params, flops=cost.flops, acts=cost.acts) == GOLDEN[name]
+    measured = dict(params=cost.params, flops=cost.flops, acts=cost.acts)
+    if REGEN_GOLDEN:
+        GOLDEN[name] = measured
+        # Existing entries keep their place (a small diff); bases that no longer exist are dropped.
+        kept = {n: counts for n, counts in GOLDEN.items() if n in base_names()}
+        GOLDEN_PATH.write_text(json.dumps(kept, indent=1))
+        pytest.skip(f"SCALESEARCH_REGEN_GOLDEN=1: wrote {name} to {GOLDEN_PATH.name}, nothing asserted")
+    assert measured == GOLDEN[name]
 
 
 @pytest.mark.parametrize("name, factors", [
@@ -60,8 +79,55 @@ def test_cached_counter_equals_one_plain_fvcore_call(name, factors):
 
 
 def test_built_network_runs_and_has_spec_shape():
-    import torch
-
     spec = scale(get_base("efficientnet-b0"), 0.5, 0.5, 0.25).replace(num_classes=7)
     out = build(spec)(torch.zeros(2, 3, spec.resolution, spec.resolution))
     assert out.shape == (2, 7)
+
+
+def test_default_init_leaves_every_bn_at_one():
+    net = build(scale(get_base("resnet18"), 0.5, 0.25, 0.25))
+    assert all(bool((m.weight == 1).all()) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_residual_branches_start_at_zero_gamma():
+    """Goyal et al. 2017: the BN feeding each residual add starts at gamma = 0, all others at 1."""
+    from scalesearch.models import BasicBlock, Bottleneck, InvertedResidual
+
+    for base in ("resnet18", "resnet50", "mobilenetv2"):
+        net = build(scale(get_base(base), 0.5, 0.25, 0.25), zero_init_residual=True)
+        zeroed = {id(m.residual_bn()) for m in net.modules()
+                  if isinstance(m, (BasicBlock, Bottleneck, InvertedResidual)) and m.residual_bn() is not None}
+        assert zeroed, base
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert bool((m.weight == 0).all()) if id(m) in zeroed else bool((m.weight == 1).all())
+    # Only an inverted residual with a shortcut has one (stride 1 and cin == cout).
+    assert InvertedResidual(16, 24, 2, 3, 6, 0, "relu").residual_bn() is None
+    assert InvertedResidual(16, 16, 1, 3, 6, 0, "relu").residual_bn() is not None
+
+
+def test_part_memory_is_worked_out_from_shapes():
+    from scalesearch.cost import part_footprint
+    from scalesearch.models import Part
+
+    # conv block 3x3, 8 -> 16 channels at 8 px: input, conv weights, BN gamma/beta, BN buffers
+    # (mean, var, step count), conv output, BN output; the in-place ReLU adds nothing.
+    part = Part(("block", "conv", 8, 16, 1, 3, 1.0, 0.0, "relu", 8), (8, 8, 8))
+    elements = 8 * 64 + 8 * 16 * 9 + 2 * 16 + (2 * 16 + 1) + 16 * 64 + 16 * 64
+    assert part_footprint(part) == 4 * elements
+
+
+@pytest.mark.parametrize("spec, where", [
+    (NetworkSpec(name="wide", stem=StemSpec(8), resolution=32,
+                 stages=(StageSpec("conv", out_channels=60_000, layers=2),)), r"stage 1 layer 2 \(conv block\)"),
+    (get_base("efficientnet-b0").replace(resolution=9000), r"stage 2 layer 1 \(mbconv block\)"),
+])
+def test_too_large_to_build_is_refused_before_allocating(spec, where):
+    from scalesearch.cost import MemoryLimitError
+    from scalesearch.errors import UserError
+
+    assert issubclass(MemoryLimitError, UserError)
+    for counter in (count_cost, count_cost_plain):
+        with pytest.raises(MemoryLimitError, match=rf"^({where}) needs \d+\.\d GiB at batch size 1 \(limit 2 GiB\): "
+                                                   r"lower w, r or the spec's channels$"):
+            counter(spec)

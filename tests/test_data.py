@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from scalesearch import data
-from scalesearch.data import DatasetError, open_dataset
+from scalesearch.data import DatasetError, cache, folders, open_dataset, synthetic
 
 CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -24,8 +25,8 @@ def batches(ds, resolution, batch_size, seed=0):
 # -- synthetic ---------------------------------------------------------------------
 
 def test_synthetic_shapes_dtypes_and_classes():
-    ds = open_dataset("synthetic", train_subset=48, val_subset=24)
-    assert (ds.name, ds.num_classes, ds.n_train, ds.n_val) == ("synthetic", 12, 48, 24)
+    ds = open_dataset("synthetic:easy", train_subset=48, val_subset=24)
+    assert (ds.name, ds.num_classes, ds.n_train, ds.n_val) == ("synthetic", 12, 48, 24)  # the default level
     assert ds.classes == list(data.SYNTHETIC_CLASSES) and ds.native_resolution is None
     for resolution in (24, 40):
         x, y = batches(ds, resolution, 16)[0]
@@ -33,6 +34,44 @@ def test_synthetic_shapes_dtypes_and_classes():
         assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < ds.num_classes
         xv, yv = next(ds.val_batches(resolution, 100))
         assert xv.shape == (24, 3, resolution, resolution) and len(yv) == 24
+
+
+def test_synthetic_levels_are_named_by_the_source():
+    default = open_dataset("synthetic", train_subset=64, val_subset=32)
+    level = data.SYNTHETIC_LEVELS[synthetic.DEFAULT_LEVEL]
+    assert (default.name, default.classes) == ("synthetic", list(level.classes))
+    hard = open_dataset("synthetic:hard", train_subset=64, val_subset=36)
+    assert hard.name == "synthetic:hard"
+    assert hard.num_classes == 18 and len(set(hard.classes)) == 18
+    labels = torch.cat([y for _, y in hard.val_batches(16, 64)])
+    assert torch.bincount(labels, minlength=18).tolist() == [2] * 18
+    x, _ = next(hard.val_batches(40, 8))
+    assert x.shape == (8, 3, 40, 40) and bool(torch.isfinite(x).all())
+    assert "synthetic:easy" in one_line_error("synthetic:medium")
+
+
+def test_every_shape_and_texture_renders_distinctly():
+    """Each outline covers about the same area (size gives nothing away), and no two
+    shapes or textures render alike."""
+    scene = data.sample_scenes(1, seed=0)
+    def render(shape, texture="plain"):
+        one = dataclasses.replace(scene, shape=torch.tensor([synthetic.ALL_SHAPES.index(shape)]),
+                                  texture=torch.tensor([synthetic.ALL_TEXTURES.index(texture)]),
+                                  radius=torch.tensor([0.3]), period=torch.tensor([1 / 16]),
+                                  center=torch.tensor([[0.5, 0.5]]), clutter_center=torch.full((1, 5, 2), -1.0))
+        return data.render_scenes(one, 64, noise=0).float()
+    background = render("disk")[..., :2, :2].mean()
+    areas = {}
+    for shape in synthetic.ALL_SHAPES:
+        image = render(shape)
+        areas[shape] = float(((image - background).abs().sum(1) > 30).float().mean())
+    assert max(areas.values()) / min(areas.values()) < 1.35, areas
+    shapes = [render(s) for s in synthetic.ALL_SHAPES]
+    textures = [render("square", t) for t in synthetic.ALL_TEXTURES]
+    for group in (shapes, textures):
+        for i in range(len(group)):
+            for j in range(i):
+                assert (group[i] - group[j]).abs().max() > 40
 
 
 def test_synthetic_is_deterministic_given_seed():
@@ -45,7 +84,7 @@ def test_synthetic_is_deterministic_given_seed():
 
 
 def test_synthetic_classes_are_balanced():
-    ds = open_dataset(train_subset=120, val_subset=60)
+    ds = open_dataset("synthetic:easy", train_subset=120, val_subset=60)
     for split in ("train", "val"):
         labels = torch.cat([y for _, y in ds.val_batches(16, 50)]) if split == "val" else \
             torch.cat([y for _, y in batches(ds, 16, 120)])
@@ -57,11 +96,10 @@ def test_synthetic_detail_is_rendered_natively_not_interpolated():
     """Stripes with a 3-pixel period at 64 px show at 64 px and vanish at 32 px (finer
     than the pixel grid there), instead of aliasing into a spurious coarse pattern."""
     scene = data.sample_scenes(1, seed=0)
-    shape = data.SHAPES.index("square") * len(data.TEXTURES)
     def with_texture(name):
-        label = torch.tensor([shape + data.TEXTURES.index(name)])
-        return dataclasses.replace(scene, label=label, radius=torch.tensor([0.3]),
-                                   period=torch.tensor([3 / 64]))
+        return dataclasses.replace(scene, shape=torch.tensor([data.SHAPES.index("square")]),
+                                   texture=torch.tensor([data.TEXTURES.index(name)]),
+                                   radius=torch.tensor([0.3]), period=torch.tensor([3 / 64]))
     def difference(resolution):
         striped = data.render_scenes(with_texture("stripes"), resolution, noise_seed=1).float()
         plain = data.render_scenes(with_texture("plain"), resolution, noise_seed=1).float()
@@ -73,8 +111,8 @@ def test_synthetic_detail_is_rendered_natively_not_interpolated():
 def test_synthetic_render_cache_reuses_renders(monkeypatch):
     ds = open_dataset(train_subset=24, val_subset=12)
     calls = []
-    real = data.render_scenes
-    monkeypatch.setattr(data, "render_scenes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = synthetic.render_scenes
+    monkeypatch.setattr(synthetic, "render_scenes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     for _ in range(2):
         batches(ds, 20, 12)
         list(ds.val_batches(20, 12))
@@ -142,9 +180,63 @@ def test_image_tree_is_read_and_cached(tmp_path, monkeypatch):
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of using the cache")
-    monkeypatch.setattr(data, "decode_images", no_decoding)
+    monkeypatch.setattr(folders, "decode_images", no_decoding)
     again = open_dataset(root, cache_dir=cache)
     assert torch.equal(next(again.val_batches(16, 6))[0], x)
+
+
+def damage_by_garbling(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2  # inside the pixel data
+    raw[middle:middle + 64] = bytes(255 - b for b in raw[middle:middle + 64])
+    path.write_bytes(bytes(raw))
+
+
+def damage_by_truncating(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_by_emptying(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def damage_by_flipping_one_pixel(path: Path) -> None:
+    # Still a valid file: only the checksum can tell the pixels are wrong.
+    stored = torch.load(path, weights_only=True)
+    stored["train_images"][0, 0, 0, 0] ^= 1
+    torch.save(stored, path)
+
+
+@pytest.mark.parametrize("damage", [damage_by_garbling, damage_by_truncating, damage_by_emptying,
+                                    damage_by_flipping_one_pixel])
+def test_damaged_cache_file_is_reported_once_and_rebuilt(tmp_path, caplog, damage):
+    root = write_tree(tmp_path / "pets")
+    cache_dir = tmp_path / "cache"
+    first = open_dataset(root, cache_dir=cache_dir)
+    expected = torch.cat([x for x, _ in first.val_batches(8, 6)])
+    (path,) = cache_dir.glob("pets-*.pt")
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="scalesearch"):
+        again = open_dataset(root, cache_dir=cache_dir)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0]
+    assert "damaged" in warnings[0] and "rebuilding" in warnings[0]
+    assert torch.equal(torch.cat([x for x, _ in again.val_batches(8, 6)]), expected)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scalesearch"):
+        open_dataset(root, cache_dir=cache_dir)  # rebuilt: read back cleanly
+    assert not caplog.records
+
+
+def test_cache_entry_checksum_covers_every_part(tmp_path):
+    path = tmp_path / "entry.pt"
+    payload = {"classes": ["a", "b"], "x": torch.arange(6, dtype=torch.uint8).view(2, 3)}
+    cache.save_cached(path, payload)
+    assert cache.load_cached(path, ("classes", "x"))["classes"] == ["a", "b"]
+    assert cache.load_cached(tmp_path / "absent.pt", ("x",)) is None
+    assert cache.checksum({**payload, "classes": ["a", "c"]}) != cache.checksum(payload)
+    assert cache.checksum({**payload, "x": payload["x"].view(3, 2)}) != cache.checksum(payload)
+    assert cache.load_cached(path, ("classes", "x", "y")) is None  # a missing part is damage too
 
 
 def test_image_tree_cache_misses_when_subset_or_files_change(tmp_path):

@@ -14,14 +14,19 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+import tempfile
+from pathlib import Path
+
+from conftest import ROOT, make_color_folders
 
 EXE = ROOT / ".venv" / "bin" / "scalesearch"
 CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "scalesearch"]
 
-# A proxy budget: resnet50 searched at 32px on a few hundred synthetic images.
-PROXY = ["--base", "resnet50", "--target-flops", "2x", "--resolution", "32", "--train-subset", "192",
-         "--val-subset", "96", "--epochs", "1", "--batch-size", "64", "--alpha-max", "1.5",
+# A proxy budget: resnet20-cifar at 32px on a few hundred images of a task it learns in two epochs.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="scalesearch-tests-"))
+DATA = make_color_folders(_SCRATCH / "colours")
+PROXY = ["--dataset", str(DATA), "--cache-dir", str(_SCRATCH / "cache"), "--base", "resnet20-cifar", "--target-flops", "2x", "--train-subset", "128",
+         "--val-subset", "64", "--epochs", "2", "--batch-size", "16", "--alpha-max", "1.6",
          "--beta-max", "1.3", "--step", "0.05", "--phi-max", "3"]
 TRIAL_COLUMNS = ["candidate", "alpha", "beta", "gamma", "d", "w", "r", "resolution", "params", "flops",
                  "flops_ratio", "acts", "top1", "loss", "seconds", "state"]
@@ -79,6 +84,25 @@ def test_rerun_resumes_without_training(proxy_run):
     assert (out / "trials.csv").read_text() == before
 
 
+def test_same_command_twice_gives_identical_numbers(tmp_path, proxy_run):
+    out = tmp_path / "again"
+    run("grid", *PROXY, "--max-trials", "2", "--out", out)
+    again = pd.read_csv(out / "trials.csv").set_index("trial")
+    first = pd.read_csv(proxy_run[0] / "trials.csv").set_index("trial").loc[again.index]
+    for column in ("top1", "loss", "train_loss", "flops", "params"):
+        assert (again[column].values == first[column].values).all(), column
+
+
+def test_config_file_reproduces_a_run(tmp_path, proxy_run):
+    from scalesearch.settings import load_settings
+
+    out = tmp_path / "from-config"
+    run("grid", "--config", proxy_run[0] / "config.json", "--out", out, "--dry-run")
+    ours, theirs = load_settings(out / "config.json"), load_settings(proxy_run[0] / "config.json")
+    assert ours == theirs.replace(out=str(out))
+    assert (out / "candidates.csv").read_text() == (proxy_run[0] / "candidates.csv").read_text()
+
+
 def test_dry_run_stops_before_training(tmp_path):
     out = tmp_path / "dry"
     proc = run("grid", *PROXY, "--dry-run", "--out", out)
@@ -128,12 +152,16 @@ def test_ray_backend_joins_a_loopback_head(tmp_path, proxy_run):
     try:
         out = tmp_path / "ray"
         run("grid", *PROXY, "--max-trials", "2", "--backend", "ray", "--address", f"127.0.0.1:{port}",
-            "--cpus-per-trial", "1", "--out", out, env={"RAY_USAGE_STATS_ENABLED": "0"})
+            "--cpus-per-trial", "2", "--out", out, env={"RAY_USAGE_STATS_ENABLED": "0"})
         trials = pd.read_csv(out / "trials.csv")
         optuna_trials = pd.read_csv(proxy_run[0] / "trials.csv")
         assert list(trials.columns) == list(optuna_trials.columns)
         assert len(trials) == 2 and set(trials.state) == {"COMPLETE"} and set(trials.backend) == {"ray"}
         assert (out / "family.csv").is_file() and (out / "top1_vs_flops.png").is_file()
+        # The same trials under both backends compute the same numbers.
+        ours = trials.set_index("trial")[["top1", "loss"]]
+        theirs = optuna_trials.set_index("trial").loc[ours.index, ["top1", "loss"]]
+        assert (ours.values == theirs.values).all(), (ours, theirs)
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
@@ -146,10 +174,10 @@ def _one_line_error(proc, message):
 
 @pytest.mark.parametrize("extra, message", [
     (["--base", "resnet5"], "unknown base 'resnet5'; valid bases"),
-    (["--target-flops", "2y"], "--target-flops '2y' is not a ratio like 2x"),
-    (["--target-flops", "0.5x"], "is below 1x"),
+    (["--target-flops", "2y"], "setting 'target_flops' must be a ratio like 2x or a count like 800M"),
+    (["--target-flops", "0.5x"], "must be at least 1x"),
     (["--dataset", "no/such/folder"], "no/such/folder"),
-    (["--tolerance", "0.0001", "--step", "0.3"], "no candidate is within --tolerance"),
+    (["--tolerance", "0.0001", "--step", "0.3"], "no candidate is within the FLOPs tolerance"),
 ])
 def test_bad_input(tmp_path, extra, message):
     out = tmp_path / "out"
@@ -205,8 +233,9 @@ def test_early_stop_with_the_optuna_pruner(tmp_path):
     import optuna
 
     out = tmp_path / "pruned"
-    run("grid", "--base", "resnet20-cifar", "--train-subset", "128", "--val-subset", "64", "--epochs", "3",
-        "--batch-size", "32", "--alpha-max", "1.4", "--beta-max", "1.2", "--step", "0.05", "--max-trials", "4",
+    run("grid", "--base", "resnet20-cifar", "--dataset", DATA, "--cache-dir", _SCRATCH / "cache",
+        "--train-subset", "128", "--val-subset", "64", "--epochs", "3",
+        "--batch-size", "32", "--alpha-max", "1.6", "--beta-max", "1.3", "--step", "0.05", "--max-trials", "4",
         "--early-stop", "--phi-max", "2", "--out", out)
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials.state) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in set(trials.state)

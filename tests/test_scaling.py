@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from scalesearch import Rounding, compound, get_base, nominal_ratio, round_channels, round_depth, round_resolution, scale
-from scalesearch.scaling import ScaleError
+from scalesearch.scaling import DEFAULT_ROUNDING, ScaleError, round_depths
 
 NO_GUARD = Rounding(min_fraction=None)
 
@@ -86,3 +86,65 @@ def test_scale_is_pure_and_generic():
     assert s.head.channels == 1920 and s.stem.out_channels == 48 and s.resolution == 280
     assert s.scale == (2, 1.5, 1.25)
     assert scale(b0) == b0.replace(scale=(1.0, 1.0, 1.0))
+
+
+# -- depth rule "total": round d * sum L_i once, share it by largest remainder ---------------
+
+TOTAL = Rounding(depth_rule="total")
+stage_layers = st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8)
+depth_factor = st.floats(min_value=0.05, max_value=8, allow_nan=False)
+
+
+@pytest.mark.parametrize("layers, d, expected", [
+    ([1, 2, 2, 3, 3, 4, 1], 1.2, (1, 2, 2, 4, 4, 5, 1)),   # 16 -> 19: the 3 largest remainders
+    ([2, 2, 2, 2], 1.1, (3, 2, 2, 2)),                      # 8 -> 9: the tie goes to the earlier stage
+    ([2, 2, 2, 2], 1.05, (2, 2, 2, 2)),                     # 8.4 rounds to 8: a twin of the base
+    ([3, 4, 6, 3], 0.1, (1, 1, 1, 1)),                      # at least one per stage
+    ([1, 10], 0.5, (1, 5)),                                 # 6 layers: the short stage is held at one
+])
+def test_round_depths_total_golden(layers, d, expected):
+    assert round_depths(layers, d, TOTAL) == expected
+
+
+def test_total_rule_grows_one_layer_at_a_time():
+    b0 = [s.layers for s in get_base("efficientnet-b0").stages]
+    totals = [sum(round_depths(b0, 1 + k / 100, TOTAL)) for k in range(101)]
+    assert set(b - a for a, b in zip(totals, totals[1:])) <= {0, 1}
+    assert len(set(totals)) == 17                       # 16 .. 32 layers: every count reached
+    per_stage = [sum(round_depths(b0, 1 + k / 100)) for k in range(101)]
+    assert len(set(per_stage)) < len(set(totals))      # per-stage ceil skips counts
+
+
+@given(stage_layers, depth_factor)
+def test_total_rule_properties(layers, d):
+    out = round_depths(layers, d, TOTAL)
+    assert len(out) == len(layers) and min(out) >= 1
+    assert sum(out) == max(len(layers), int(math.floor(round(d * sum(layers), 9) + 0.5)))
+
+
+@given(stage_layers, st.sampled_from([DEFAULT_ROUNDING, TOTAL, Rounding(depth="round")]))
+def test_depth_identity_at_d_one(layers, rule):
+    assert round_depths(layers, 1.0, rule) == tuple(layers)
+
+
+@given(stage_layers, depth_factor, depth_factor, st.sampled_from([DEFAULT_ROUNDING, TOTAL]))
+def test_total_layers_non_decreasing_in_d(layers, d1, d2, rule):
+    low, high = sorted((d1, d2))
+    assert sum(round_depths(layers, low, rule)) <= sum(round_depths(layers, high, rule))
+
+
+def test_scale_applies_the_depth_rule():
+    b0 = get_base("efficientnet-b0")
+    assert [s.layers for s in scale(b0, d=1.2, rounding=TOTAL).stages] == [1, 2, 2, 4, 4, 5, 1]
+    assert [s.layers for s in scale(b0, d=1.2).stages] == [2, 3, 3, 4, 4, 5, 2]
+    assert scale(b0, rounding=TOTAL) == scale(b0)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("depth_rule", "network"), ("depth", "floor"), ("divisor", 0), ("resolution_multiple", 0),
+    ("min_fraction", 1.5), ("divisor", 8.0),
+])
+def test_rounding_errors_name_field_and_value(field, value):
+    with pytest.raises(ScaleError) as error:
+        Rounding(**{field: value})
+    assert f"'{field}'" in str(error.value) and f"(got {value!r})" in str(error.value)

@@ -1,24 +1,27 @@
-"""Short training of a candidate: result fields, determinism, budgets, the report hook."""
+"""Short training of a candidate: result fields, determinism, budgets, the report hook,
+the recipe's settings and the divergence rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from scalesearch.bases import get_base
-from scalesearch.data import open_dataset
+from scalesearch.data import open_dataset, stored_dataset
 from scalesearch.models import build
 from scalesearch.scaling import scale
-from scalesearch.train import TrainConfig, TrainConfigError, TrainResult, planned_steps, train_candidate
+from scalesearch.train import (TrainConfig, TrainConfigError, TrainResult, chance_threshold, divergence,
+                               planned_steps, train_candidate)
 
 RESOLUTION = 32
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return open_dataset("synthetic", train_subset=96, val_subset=36)
+    return open_dataset("synthetic:easy", train_subset=96, val_subset=36)
 
 
 def tiny_model(num_classes: int, seed: int = 0) -> torch.nn.Module:
@@ -40,7 +43,7 @@ def test_one_epoch_gives_sane_result(dataset):
     assert result.images_seen == 96 and result.epochs == 1.0
     assert result.seconds > 0 and result.images_per_second > 0
     assert set(result.as_dict()) == {"top1", "loss", "train_loss", "seconds", "images_per_second",
-                                     "images_seen", "epochs"}
+                                     "images_seen", "epochs", "diverged"}
 
 
 def test_same_seed_is_repeatable_and_leaves_caller_rng_alone(dataset):
@@ -94,9 +97,121 @@ def test_threads_are_restored(dataset):
     assert torch.get_num_threads() == before
 
 
+NUMERIC_FIELDS = ("epochs", "images", "batch_size", "lr", "lr_per_256", "weight_decay", "label_smoothing",
+                  "warmup", "clip_norm", "seed", "threads", "eval_every")
+
+
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("images", -1), ("batch_size", 0), ("lr", 0.0),
-                                          ("weight_decay", -1e-4), ("warmup", 1.0), ("eval_every", -1),
-                                          ("threads", 0), ("label_smoothing", 1.0)])
+                                          ("lr", -0.1), ("lr_per_256", 0.0), ("weight_decay", -1e-4),
+                                          ("warmup", 1.0), ("eval_every", -1), ("threads", 0),
+                                          ("label_smoothing", 1.0), ("clip_norm", 0.0), ("seed", -1),
+                                          ("batch_size", 2.5), ("epochs", "1"), ("lr", True)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(TrainConfigError, match=f"'{field}'"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", NUMERIC_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_every_numeric_setting_refuses_nan_and_inf(field, value):
+    with pytest.raises(TrainConfigError, match=f"'{field}'"):
+        TrainConfig(**{field: value})
+
+
+def test_numeric_fields_are_all_checked():
+    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "device"}
+    assert numeric == set(NUMERIC_FIELDS)
+
+
+def test_lr_scales_with_batch_unless_given():
+    default = TrainConfig()
+    assert default.peak_lr() == pytest.approx(default.lr_per_256 * default.batch_size / 256)
+    assert TrainConfig(batch_size=256).peak_lr() == pytest.approx(default.lr_per_256)
+    assert TrainConfig(batch_size=512).peak_lr() == pytest.approx(2 * TrainConfig(batch_size=256).peak_lr())
+    assert default.peak_lr(batch=32) == pytest.approx(default.peak_lr() / 2)  # the batch really used
+    assert TrainConfig(lr=0.37, batch_size=512).peak_lr(batch=32) == 0.37  # an explicit lr is exact
+
+
+def test_the_schedule_peaks_at_the_scaled_lr(dataset, monkeypatch):
+    seen = {}
+    real = torch.optim.lr_scheduler.OneCycleLR
+
+    def spy(optimizer, max_lr, **kwargs):
+        seen["max_lr"] = max_lr
+        return real(optimizer, max_lr=max_lr, **kwargs)
+    monkeypatch.setattr(torch.optim.lr_scheduler, "OneCycleLR", spy)
+    train(dataset, images=32, batch_size=32)
+    assert seen["max_lr"] == pytest.approx(TrainConfig().lr_per_256 * 32 / 256)
+    train(dataset, images=32, batch_size=32, lr=0.05)
+    assert seen["max_lr"] == 0.05
+
+
+def test_gradients_are_clipped_to_the_global_norm(dataset, monkeypatch):
+    norms = []
+    real = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    train(dataset, images=64, clip_norm=1e-3)
+    assert norms and max(norms) <= 1e-3 * 1.0001
+    norms.clear()
+    train(dataset, images=64, clip_norm=None)
+    assert max(norms) > 1e-3
+
+
+# -- divergence ---------------------------------------------------------------------------
+
+def test_divergence_rule():
+    healthy = divergence(top1=0.6, loss=1.2, train_loss=1.3, num_classes=12, n_val=96)
+    assert healthy == ""
+    assert divergence(0.6, 1.2, math.nan, 12, 96) == "non-finite training loss"
+    assert divergence(0.6, math.inf, 1.0, 12, 96) == "non-finite held-out loss"
+    blown = divergence(0.3, 8037.0, 1.0, 12, 96)
+    assert blown.startswith("held-out loss 8,037 is 3,234x its start ln(12)")
+    assert divergence(0.3, 10 * math.log(12) - 1e-9, 1.0, 12, 96) == ""  # 10x is the limit
+    at_chance = divergence(1 / 12, 2.5, 2.5, 12, 96)
+    assert at_chance.startswith("top-1 8.3% is at chance (1/12 = 8.3%, 96 images")
+    # chance + 2 binomial standard errors: 1/12 + 2 sqrt(1/12 * 11/12 / 96) = 0.13975
+    assert chance_threshold(12, 96) == pytest.approx(0.13975, abs=1e-5)
+    assert divergence(0.139, 2.5, 2.5, 12, 96) != "" and divergence(0.141, 2.5, 2.5, 12, 96) == ""
+    assert chance_threshold(2, 10_000) == pytest.approx(0.51)
+
+
+def separable_dataset(n_train=64, n_val=32):
+    """Two classes a tiny network learns at once: dark images and light ones."""
+    def split(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.arange(n) % 2
+        images = (torch.randint(0, 96, (n, 3, 8, 8), generator=g) + 128 * labels.view(-1, 1, 1, 1)).to(torch.uint8)
+        return images, labels
+    return stored_dataset("light-dark", ["dark", "light"], {"train": split(n_train, 0), "val": split(n_val, 1)})
+
+
+def tiny_net(num_classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(scale(get_base("resnet20-cifar"), d=0.34, w=0.5).replace(num_classes=num_classes, resolution=8))
+
+
+def test_huge_lr_is_marked_diverged_and_healthy_run_is_not():
+    data = separable_dataset()
+    config = TrainConfig(epochs=4, batch_size=16, threads=1)
+    healthy = train_candidate(tiny_net(2), data, 8, config)
+    assert healthy.diverged == "" and healthy.top1 > 0.9
+    blown = train_candidate(tiny_net(2), data, 8, config.replace(lr=1e4, clip_norm=None))
+    assert blown.diverged != ""
+    assert any(words in blown.diverged for words in ("non-finite", "its start", "at chance")), blown.diverged
+
+
+# -- determinism ------------------------------------------------------------------------
+
+def test_equal_thread_counts_give_identical_results(dataset):
+    """Bit-identical at an equal thread count.  Across thread counts CPU training is not:
+    oneDNN sums a convolution's weight gradient over the batch in chunks that depend on
+    the thread count (see train_candidate), so callers must fix ``threads`` per trial."""
+    for threads in (1, 2):
+        first, second = (train(dataset, epochs=1, seed=3, threads=threads) for _ in range(2))
+        assert (first.top1, first.loss, first.train_loss) == (second.top1, second.loss, second.train_loss)
+

@@ -1,0 +1,137 @@
+"""Does capacity pay on the built-in synthetic task?  ResNet-20 at 1x, 2x and 4x FLOPs.
+
+Trains resnet20-cifar scaled by width, depth or resolution (factors chosen with
+``scalesearch.scale``, FLOPs measured with ``scalesearch.cost.count_cost``) under one
+fixed recipe and budget (TrainConfig's defaults but a higher base rate, ``--epochs``
+passes over ``--train`` images), several seeds each, and writes a table of held-out top-1:
+
+    python experiments/capacity.py [--dataset synthetic] [--train 3000] [--val 1000] [--epochs 4]
+                                   [--seeds 3] [--lr-per-256 1.6] [--out experiments/results/capacity]
+
+The data set is fixed (data seed 0); a seed changes the initial weights and the
+training order.  ``chance`` is 1 / classes; ``at_chance`` is the held-out accuracy a
+run must exceed not to be marked at chance (see ``scalesearch.train.divergence``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from scalesearch.bases import get_base
+from scalesearch.cost import count_cost
+from scalesearch.data import open_dataset
+from scalesearch.models import build
+from scalesearch.scaling import scale
+from scalesearch.train import TrainConfig, chance_threshold, train_candidate
+
+# (name, d, w, r): FLOPs about 1x, 2x by one dimension each, and 4x by all three.
+CONFIGS = (
+    ("1x", 1.0, 1.0, 1.0),
+    ("2x (w)", 1.0, 1.414, 1.0),
+    ("2x (d)", 2.0, 1.0, 1.0),
+    ("2x (r)", 1.0, 1.0, 1.414),
+    ("4x (d+w+r)", 1.34, 1.22, 1.13),
+)
+COLUMNS = ("config", "d", "w", "r", "resolution", "flops_ratio", "top1_mean", "top1_std", "n",
+           "chance", "at_chance_below", "diverged", "seconds_per_run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--base", default="resnet20-cifar")
+    parser.add_argument("--train", type=int, default=3000)
+    parser.add_argument("--val", type=int, default=1000)
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr-per-256", type=float, default=1.6,
+                        help="the recipe's base rate (TrainConfig's default is lower: see the report)")
+    parser.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
+                        help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of capacity.csv for the configs not run now")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "capacity")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    dataset = open_dataset(args.dataset, train_subset=args.train, val_subset=args.val, seed=0)
+    base = get_base(args.base).replace(num_classes=dataset.num_classes)
+    base_flops = count_cost(base).flops
+    config = TrainConfig(epochs=args.epochs, threads=args.threads, lr_per_256=args.lr_per_256)
+    chance = 1 / dataset.num_classes
+    threshold = chance_threshold(dataset.num_classes, dataset.n_val)
+    wanted = args.configs.split(",")
+    unknown = [name for name in wanted if name not in {c[0] for c in CONFIGS}]
+    if unknown:
+        parser.error(f"unknown config {unknown[0]!r}")
+    chosen = [c for c in CONFIGS if c[0] in wanted]
+    rows = []
+    for name, d, w, r in chosen:
+        spec = scale(base, d=d, w=w, r=r)
+        flops_ratio = count_cost(spec).flops / base_flops
+        top1s, diverged, seconds = [], 0, []
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            model = build(spec)
+            result = train_candidate(model, dataset, spec.resolution, config.replace(seed=seed))
+            top1s.append(result.top1)
+            diverged += bool(result.diverged)
+            seconds.append(result.seconds)
+            print(f"  {name:14s} seed {seed}: top-1 {result.top1:.3f}  loss {result.loss:.3f}  "
+                  f"{result.seconds:.0f} s {result.diverged}", flush=True)
+        rows.append({"config": name, "d": d, "w": w, "r": r, "resolution": spec.resolution,
+                     "flops_ratio": round(flops_ratio, 3), "top1_mean": round(statistics.mean(top1s), 4),
+                     "top1_std": round(statistics.stdev(top1s), 4) if len(top1s) > 1 else 0.0,
+                     "n": len(top1s), "chance": round(chance, 4), "at_chance_below": round(threshold, 4),
+                     "diverged": diverged, "seconds_per_run": round(statistics.mean(seconds), 1)})
+    elapsed = time.perf_counter() - started
+    if args.merge and (args.out / "capacity.csv").is_file():
+        with open(args.out / "capacity.csv", newline="") as f:
+            kept = {row["config"]: row for row in csv.DictReader(f) if row["config"] not in wanted}
+        elapsed += sum(float(row["seconds_per_run"]) * int(row["n"]) for row in kept.values())
+        by_name = {**kept, **{row["config"]: row for row in rows}}
+        rows = [by_name[c[0]] for c in CONFIGS if c[0] in by_name]
+    write(args, dataset, config, rows, elapsed)
+
+
+def write(args: argparse.Namespace, dataset, config: TrainConfig, rows: list[dict], elapsed: float) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "capacity.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    header = "| " + " | ".join(COLUMNS) + " |"
+    lines = [
+        f"# Capacity on {dataset.name}: {args.base} at 1x, 2x and 4x FLOPs",
+        "",
+        f"Data: {dataset.name}, {dataset.num_classes} classes, {dataset.n_train} train / {dataset.n_val} "
+        f"held-out images (data seed 0).  Recipe: TrainConfig defaults but lr_per_256 {config.lr_per_256:g} ({config.epochs:g} epochs, batch "
+        f"{config.batch_size}, lr {config.peak_lr():g}, weight decay {config.weight_decay:g}, label smoothing "
+        f"{config.label_smoothing:g}, warm-up {config.warmup:g}, clip norm {config.clip_norm:g}), "
+        f"{config.threads} threads, CPU ({platform.processor() or platform.machine()}).  "
+        f"{args.seeds} seeds per config (initial weights and training order).",
+        "",
+        f"Command: `python experiments/capacity.py --dataset {args.dataset} --train {args.train} --val {args.val} "
+        f"--epochs {args.epochs:g} --seeds {args.seeds} --threads {args.threads} --lr-per-256 {args.lr_per_256:g}`; "
+        f"{'training time of the rows (merged runs)' if args.merge else 'wall time'} {elapsed / 60:.1f} min.",
+        "",
+        header,
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows),
+        "",
+    ]
+    text = "\n".join(lines)
+    (args.out / "capacity.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The data sets that a grid search short-trains its candidates on.
+
+``open_dataset`` puts one ``Dataset`` API (``dataset.py``) over three sources:
+
+* ``"synthetic"`` (the default) or ``"synthetic:<level>"``: a procedurally generated
+  task shipped as code (``synthetic.py``), rendered natively at the resolution asked for,
+  so a larger input shows more real detail; nothing is downloaded.
+* a folder tree ``PATH/train/<class>/*.jpg|*.jpeg|*.png`` with a held-out split in
+  ``PATH/val/<class>/`` or ``PATH/test/<class>/`` (``folders.py``), decoded once and kept
+  in a checksummed on-disk cache (``cache.py``).
+* the CIFAR-10/100 python-pickle layout that torchvision downloads (``cifar.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .cache import CACHE_FORMAT, checksum, load_cached, save_cached
+from .cifar import find_cifar_pickles, read_cifar_pickles
+from .dataset import (Batch, Dataset, DatasetError, balanced_subset, channel_stats, check_positive,
+                      shifted_and_flipped, stored_dataset, to_input)
+from .folders import (HELD_OUT_SPLITS, IMAGE_SUFFIXES, TREE_LAYOUT, decode_image, decode_images,
+                      list_image_tree, read_image_tree)
+from .synthetic import (SHAPES, SYNTHETIC, SYNTHETIC_CLASSES, SYNTHETIC_LEVELS, TEXTURES, Scenes,
+                        SyntheticLevel, render_scenes, sample_scenes, synthetic_dataset, synthetic_level)
+
+__all__ = [
+    "Batch", "CACHE_FORMAT", "Dataset", "DatasetError", "HELD_OUT_SPLITS", "IMAGE_SUFFIXES", "SHAPES",
+    "SYNTHETIC", "SYNTHETIC_CLASSES", "SYNTHETIC_LEVELS", "Scenes", "SyntheticLevel", "TEXTURES",
+    "TREE_LAYOUT", "balanced_subset", "channel_stats", "check_positive", "checksum", "decode_image",
+    "decode_images", "find_cifar_pickles", "list_image_tree", "load_cached", "open_dataset",
+    "read_cifar_pickles", "read_image_tree", "render_scenes", "sample_scenes", "save_cached",
+    "shifted_and_flipped", "stored_dataset", "synthetic_dataset", "synthetic_level", "to_input",
+]
+
+
+def open_dataset(source: str | Path = SYNTHETIC, *, cache_dir: str | Path | None = None,
+                 train_subset: int | None = None, val_subset: int | None = None, seed: int = 0,
+                 progress: bool = False) -> Dataset:
+    """Open ``"synthetic[:level]"``, an image-folder tree, or a CIFAR-10/100 pickle folder.
+
+    ``train_subset``/``val_subset`` keep a seeded, class-balanced subset of each split
+    (for the synthetic task they set the number of images, 5000/1000 by default).
+    Image-folder trees are decoded once and cached under ``cache_dir`` (default
+    ``~/.cache/scalesearch``); ``progress`` shows a bar while decoding.  The images of a
+    tree must share one size to form one array: any that differ are resized to the size
+    of the first training image.
+    """
+    for name, value in (("train_subset", train_subset), ("val_subset", val_subset)):
+        if value is not None:
+            check_positive(name, value)
+    level = synthetic_level(str(source))
+    if level is not None:
+        return synthetic_dataset(train_subset or 5000, val_subset or 1000, seed, level=level)
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise DatasetError(f"data set '{source}' does not exist (give '{SYNTHETIC}' or a folder: "
+                           f"{TREE_LAYOUT}, or a CIFAR pickle folder)")
+    pickles = find_cifar_pickles(root)
+    if pickles is not None:
+        name, classes, splits = read_cifar_pickles(pickles)
+        subsets = {"train": train_subset, "val": val_subset}
+        splits = {s: _take(arrays, balanced_subset(arrays[1], subsets[s], seed)) for s, arrays in splits.items()}
+    else:
+        classes, splits = read_image_tree(root, cache_dir, train_subset, val_subset, seed, progress)
+        name = root.resolve().name
+    return stored_dataset(name, classes, splits)
+
+
+def _take(arrays: tuple[np.ndarray, np.ndarray], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = arrays
+    return images[index], labels[index]

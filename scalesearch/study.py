@@ -1,0 +1,426 @@
+"""A study: trials of scaled networks x seeds, run by a backend into one run directory.
+
+A trial is pure data: a scaled ``NetworkSpec``, the training recipe and a seed, with a
+stable id (``c12-s0``: candidate 12, seed 0).  Producers build the list (``grid`` makes the
+phi = 1 candidates; a user's own code can make any other), ``run_study`` hands the trials
+not yet finished to a backend and records each row as it ends.
+
+The run directory holds one study.  Its rows have one schema (``TrialRow``), written and
+read here only; every write is atomic; a lock file keeps a second process out while one
+runs (the kernel releases it on any exit, a SIGKILL too).  Re-running resumes: finished
+trials are never trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+import tempfile
+import threading
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import UserError
+from .spec import NetworkSpec
+
+CONFIG = "config.json"
+CANDIDATES = "candidates.csv"
+TRIALS = "trials.csv"
+SUMMARY = "summary.csv"
+BEST = "best.json"
+FAMILY = "family.csv"
+STUDY = "study.db"
+LOCK = ".lock"
+
+COMPLETE, PRUNED, DIVERGED, FAIL = "COMPLETE", "PRUNED", "DIVERGED", "FAIL"
+FINISHED = (COMPLETE, PRUNED, DIVERGED)  # a FAIL is tried again on the next run
+
+
+def trial_id(candidate: int, seed: int) -> str:
+    return f"c{candidate}-s{seed}"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: train ``spec`` with ``recipe`` from seed ``seed``; the rest describes it."""
+
+    candidate: int
+    seed: int
+    spec: NetworkSpec
+    recipe: Any                       # train.TrainConfig (per-trial fields are set by the trial)
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    params: int = 0
+    flops: int = 0
+    flops_ratio: float = 1.0
+    acts: int = 0
+
+    @property
+    def id(self) -> str:
+        return trial_id(self.candidate, self.seed)
+
+
+@dataclass
+class TrialRow:
+    """One row of trials.csv: the trial, its network and what training measured."""
+
+    trial: str
+    candidate: int
+    seed: int
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    d: float | None = None
+    w: float | None = None
+    r: float | None = None
+    resolution: int | None = None
+    params: int | None = None
+    flops: int | None = None
+    flops_ratio: float | None = None
+    acts: int | None = None
+    top1: float | None = None
+    loss: float | None = None
+    train_loss: float | None = None
+    seconds: float | None = None
+    images_per_second: float | None = None
+    epochs: float | None = None
+    state: str = COMPLETE
+    diverged: str = ""                # why a DIVERGED trial was marked so
+    backend: str = ""
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def of(cls, trial: TrialSpec, state: str, backend: str, result: Any = None, **measured: Any) -> "TrialRow":
+        """The row of ``trial``: the one place a row is built (every backend calls this)."""
+        d, w, r = trial.spec.scale
+        values = dict(trial=trial.id, candidate=trial.candidate, seed=trial.seed, alpha=trial.alpha,
+                      beta=trial.beta, gamma=trial.gamma, d=d, w=w, r=r, resolution=trial.spec.resolution,
+                      params=trial.params, flops=trial.flops, flops_ratio=trial.flops_ratio, acts=trial.acts,
+                      state=state, backend=backend)
+        if result is not None:
+            for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs"):
+                values[name] = getattr(result, name)
+            reason = getattr(result, "diverged", "") or ""
+            if reason and state == COMPLETE:
+                values.update(state=DIVERGED, diverged=reason)
+        values.update(measured)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], where: str = TRIALS) -> "TrialRow":
+        """A row read back from CSV (pandas types, NaN for empty cells) or from a backend."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = row.get(f.name)
+            if isinstance(raw, float) and math.isnan(raw):
+                raw = None
+            values[f.name] = raw
+        try:
+            values["candidate"] = int(values["candidate"])
+            if values["seed"] is None:  # written before seeds existed: the run's one seed
+                values["seed"] = 0
+            values["seed"] = int(values["seed"])
+            values["trial"] = values["trial"] or trial_id(values["candidate"], values["seed"])
+            for name in ("resolution", "params", "flops", "acts"):
+                if values[name] is not None:
+                    values[name] = int(values[name])
+            for name in ("alpha", "beta", "gamma", "d", "w", "r", "flops_ratio", "top1", "loss", "train_loss",
+                         "seconds", "images_per_second", "epochs"):
+                if values[name] is not None:
+                    values[name] = float(values[name])
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: a row is damaged ({dict(row)!r:.200}); move the file away to re-run "
+                            f"those trials, or choose another --out") from None
+        values["state"] = str(values["state"] or COMPLETE)
+        values["diverged"] = str(values["diverged"] or "")
+        values["backend"] = str(values["backend"] or "")
+        return cls(**values)
+
+
+# -- the run directory ----------------------------------------------------------------------
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"'{path}' is damaged ({first}); move it away or choose another --out") from None
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+class RunDir:
+    """One study's folder: its files, its lock, and what has finished."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def check_usable(self) -> None:
+        """Refuse a path that is a file, or a folder that holds something other than a run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out '{self.path}' exists and is not a directory")
+        if self.path.is_dir() and not self.exists:
+            others = [p for p in self.path.iterdir() if p.name != LOCK]
+            if others:
+                raise UserError(f"--out '{self.path}' exists, is not empty and is not a scalesearch run; "
+                                f"choose another --out")
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / CONFIG).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+            return data
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"--out '{self.path}' has an unreadable {CONFIG}; choose another --out") from None
+
+    def create_and_lock(self) -> None:
+        """Make the folder and take its lock, or refuse naming the process that holds it."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"--out '{self.path}' is in use by another scalesearch process (pid {holder}); "
+                            f"wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        for leftover in self.path.glob(".*.tmp"):  # half-written files of a killed run
+            leftover.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def trials(self) -> dict[str, TrialRow]:
+        rows = [TrialRow.from_row(r, str(self.path / TRIALS)) for r in read_csv(self.path / TRIALS)]
+        return {r.trial: r for r in rows}
+
+    def finished(self) -> dict[str, TrialRow]:
+        return {k: r for k, r in self.trials().items() if r.state in FINISHED}
+
+    def write_trials(self, rows: Iterable[TrialRow]) -> None:
+        write_csv(self.path / TRIALS, [r.as_dict() for r in rows], TrialRow.columns())
+
+
+# -- running a study ------------------------------------------------------------------------
+
+OnRow = Callable[[TrialRow], None]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a study needs besides its own spec: where data and compute are."""
+
+    data: Any                 # settings.DataSettings
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class StudyStarted:
+    """Emitted before training: how much is finished and what is left."""
+
+    finished: int
+    todo: int
+
+
+@dataclass(frozen=True)
+class TrialFinished:
+    row: TrialRow
+    done: int
+    total: int
+
+
+def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: TrialContext,
+              on_event: Callable[[Any], None] | None = None) -> list[TrialRow]:
+    """Train every trial not yet finished in ``run``; return every row of the study, in trial order.
+
+    Rows of trials.csv that belong to no trial of this study (an earlier, larger selection)
+    are kept in the file.
+    """
+    emit = on_event or (lambda event: None)
+    known = run.trials()
+    finished = {k: r for k, r in known.items() if r.state in FINISHED}
+    todo = [t for t in trials if t.id not in finished]
+    emit(StudyStarted(finished=len(trials) - len(todo), todo=len(todo)))
+    rows = dict(known)
+    order = [t.id for t in trials]
+    lock = threading.Lock()
+
+    def on_row(row: TrialRow) -> None:
+        with lock:  # Ray calls back from its own thread
+            rows[row.trial] = row
+            ours = [rows[k] for k in order if k in rows]
+            extra = [r for k, r in rows.items() if k not in set(order)]
+            run.write_trials(ours + extra)
+            done = sum(1 for k in order if k in rows and rows[k].state in FINISHED)
+            emit(TrialFinished(row=row, done=done, total=len(order)))
+
+    if todo:
+        backend.run(todo, [t.id for t in trials], run, context, on_row)
+    return [rows[k] for k in order if k in rows]
+
+
+# -- seeds: one summary per candidate -------------------------------------------------------
+
+@dataclass
+class Summary:
+    """A candidate's trials over its seeds.  Ranked only when every seed trained healthily."""
+
+    candidate: int
+    n: int
+    top1_mean: float | None
+    top1_std: float | None    # sample standard deviation over seeds (None for one seed)
+    loss_mean: float | None
+    diverged: int
+    pruned: int
+    rows: list[TrialRow]
+
+    @property
+    def ranked(self) -> bool:
+        return self.n > 0 and self.diverged == 0 and self.pruned == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        first = self.rows[0]
+        return dict(candidate=self.candidate, alpha=first.alpha, beta=first.beta, gamma=first.gamma,
+                    d=first.d, w=first.w, r=first.r, resolution=first.resolution, params=first.params,
+                    flops=first.flops, flops_ratio=first.flops_ratio, acts=first.acts, n=self.n,
+                    top1_mean=self.top1_mean, top1_std=self.top1_std, loss_mean=self.loss_mean,
+                    diverged=self.diverged, pruned=self.pruned, seeds=" ".join(str(r.seed) for r in self.rows))
+
+
+SUMMARY_COLUMNS = ["candidate", "alpha", "beta", "gamma", "d", "w", "r", "resolution", "params", "flops",
+                   "flops_ratio", "acts", "n", "top1_mean", "top1_std", "loss_mean", "diverged", "pruned", "seeds"]
+
+
+def summarize(rows: Iterable[TrialRow]) -> list[Summary]:
+    """Group finished rows by candidate; ranked summaries first, best mean top-1 first."""
+    groups: dict[int, list[TrialRow]] = {}
+    for row in rows:
+        if row.state in FINISHED:
+            groups.setdefault(row.candidate, []).append(row)
+    out = []
+    for cid, group in groups.items():
+        group = sorted(group, key=lambda r: r.seed)
+        scores = [r.top1 for r in group if r.state == COMPLETE and r.top1 is not None]
+        losses = [r.loss for r in group if r.state == COMPLETE and r.loss is not None]
+        out.append(Summary(
+            candidate=cid, n=len(scores),
+            top1_mean=statistics.fmean(scores) if scores else None,
+            top1_std=statistics.stdev(scores) if len(scores) > 1 else None,
+            loss_mean=statistics.fmean(losses) if losses else None,
+            diverged=sum(r.state == DIVERGED for r in group), pruned=sum(r.state == PRUNED for r in group),
+            rows=group))
+    return sorted(out, key=lambda s: (not s.ranked, -(s.top1_mean if s.top1_mean is not None else -1),
+                                      s.rows[0].flops or 0, s.candidate))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the best candidate compares with the runner-up, over seeds."""
+
+    best: int
+    runner_up: int | None
+    gap: float | None         # difference of mean top-1
+    spread: float | None      # pooled seed-to-seed standard deviation of the two
+    separable: bool | None    # gap > 2 * spread; None when it cannot be told
+    other: str = "runner-up"
+
+    @property
+    def text(self) -> str:
+        if self.runner_up is None:
+            return "one candidate ranked: nothing to compare it with"
+        if self.spread is None:
+            return (f"best vs {self.other}: {100 * self.gap:+.2f} points; one seed each, so the seed-to-seed "
+                    f"spread is unknown: run with --seeds 2 or more to tell a real gap from noise")
+        word = "separable" if self.separable else "within noise"
+        return (f"best vs {self.other} (candidate {self.runner_up}): {100 * self.gap:+.2f} points, seed-to-seed "
+                f"spread {100 * self.spread:.2f} points: {word} (separable means a gap above twice the spread)")
+
+
+def pooled_spread(a: Summary, b: Summary) -> float | None:
+    """Pooled sample standard deviation of two candidates' top-1 over their seeds."""
+    if a.n < 2 or b.n < 2:
+        return None
+    va, vb = a.top1_std ** 2, b.top1_std ** 2  # type: ignore[operator]
+    return math.sqrt(((a.n - 1) * va + (b.n - 1) * vb) / (a.n + b.n - 2))
+
+
+def compare(best: Summary, other: Summary | None, label: str = "runner-up") -> Verdict:
+    if other is None:
+        return Verdict(best.candidate, None, None, None, None, label)
+    gap = best.top1_mean - other.top1_mean  # type: ignore[operator]
+    spread = pooled_spread(best, other)
+    return Verdict(best.candidate, other.candidate, gap, spread, None if spread is None else gap > 2 * spread, label)
+
+
+def verdict(summaries: Sequence[Summary]) -> Verdict | None:
+    """Best against runner-up among the ranked summaries (None when nothing is ranked)."""
+    ranked = [s for s in summaries if s.ranked]
+    if not ranked:
+        return None
+    return compare(ranked[0], ranked[1] if len(ranked) > 1 else None)

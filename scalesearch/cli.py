@@ -104,15 +104,23 @@ def flops(
                                         "kernel", "expand_ratio", "se_ratio"]))
 
 
+def _help(text: str, name: str) -> str:
+    """A flag's help with the setting's default, read from the settings class (written once there)."""
+    from .settings import default_of
+
+    value = default_of(name)
+    return f"{text} [default: {value if value is not None else 'none'}]"
+
+
 @app.command(name="family")
 def family_cmd(
     base: str = typer.Option(..., "--base", help=BASE_HELP),
     alpha: float = typer.Option(..., "--alpha", help="Depth coefficient (>= 1)."),
     beta: float = typer.Option(..., "--beta", help="Width coefficient (>= 1)."),
     gamma: float = typer.Option(..., "--gamma", help="Resolution coefficient (>= 1)."),
-    phi_max: int = typer.Option(7, "--phi-max", min=0, max=20, help="Largest phi."),
+    phi_max: Optional[int] = typer.Option(None, "--phi-max", min=0, max=20, help=_help("Largest phi.", "phi_max")),
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help="Fit the resolution at each phi so measured FLOPs are target^phi (a ratio such as 2x); without it, Eq. 3 literally."),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="With --target-flops: how far from target^phi a member may measure."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("With --target-flops: how far from target^phi a member may measure.", "tolerance")),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array and nothing else."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
@@ -126,6 +134,9 @@ def family_cmd(
             raise UserError("--json and --csv both ask for the whole output: choose one")
         compound(alpha, beta, gamma, 0)  # validates alpha, beta, gamma before any work
         target = _ratio_option(target_flops) if target_flops is not None else None
+        from .settings import default_of
+
+        phi_max = default_of("phi_max") if phi_max is None else phi_max
         rows = family(get_base(base), alpha, beta, gamma, phi_max, _rounding(depth_rounding),
                       **({"target": target, "tolerance": tolerance} if target is not None else {}))
     if as_json:
@@ -170,14 +181,6 @@ def export(
         files = export_member(run_dir, phi, out)
     for path in files:
         typer.echo(str(path))
-
-
-def _help(text: str, name: str) -> str:
-    """A flag's help with the setting's default, read from the settings class (written once there)."""
-    from .settings import default_of
-
-    value = default_of(name)
-    return f"{text} [default: {value if value is not None else 'none'}]"
 
 
 @app.command()

@@ -18,9 +18,9 @@ from .gridspace import fit_resolution
 from .spec import NetworkSpec
 
 
-def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int = 7,
+def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int | None = None,
            rounding: Rounding = DEFAULT_ROUNDING, *, target: float | None = None,
-           tolerance: float = 0.05) -> list[dict[str, Any]]:
+           tolerance: float | None = None) -> list[dict[str, Any]]:
     """Rows for phi = 0..phi_max: the scaled network's (d, w, r) and its measured cost.
 
     Without ``target`` (Eq. 3 literally) the columns are base, phi, d, w, r, resolution,
@@ -38,6 +38,14 @@ def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: 
     """
     if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target) and target >= 1):
         raise UserError(f"family target must be a FLOPs ratio >= 1 per phi (got {target})")
+    if phi_max is None:
+        from .settings import default_of
+
+        phi_max = default_of("phi_max")  # SearchSettings' default, written there once
+    if tolerance is None:
+        from .gridspace import GridSpec
+
+        tolerance = GridSpec().tolerance  # the grid's own default, written there once
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise UserError(f"family tolerance must be between 0 and 1 (got {tolerance})")
     from .cost import count_cost

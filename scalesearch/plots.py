@@ -78,7 +78,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")
     target = config_target(run)
     if target:
-        tol = float(config.get("tolerance", 0.05))
+        from .gridspace import GridSpec
+
+        tol = float(config.get("tolerance", GridSpec().tolerance))
         ax.axvline(target / 1e6, color="0.4", linestyle="--", linewidth=1, label="FLOPs target")
         ax.axvspan(target * (1 - tol) / 1e6, target * (1 + tol) / 1e6, color="0.85", alpha=0.5, zorder=0,
                    label=f"tolerance +/-{tol:.0%}")

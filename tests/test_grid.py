@@ -53,7 +53,9 @@ def test_grid_writes_every_output(proxy_run):
                  "top1_vs_flops.png", "top1_vs_flops.svg", "top1_alpha_beta.png", "top1_alpha_beta.svg"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     trials = pd.read_csv(out / "trials.csv")
-    assert list(trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS or set(TRIAL_COLUMNS) <= set(trials.columns)
+    from scalesearch.study import TrialRow
+
+    assert list(trials.columns) == TrialRow.columns() and set(TRIAL_COLUMNS) <= set(trials.columns)
     assert len(trials) == 3 and set(trials.state) == {"COMPLETE"}
     assert ((trials.flops_ratio - 2).abs() <= 2 * 0.05).all()          # every trained candidate within tolerance of 2x
     assert trials.top1.between(0, 1).all() and (trials.seconds > 0).all()

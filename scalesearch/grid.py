@@ -31,7 +31,7 @@ from .gridspace import Candidate, candidates, drop_counts
 from .settings import SearchSettings
 from .spec import NetworkSpec
 from .study import (BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, SUMMARY_COLUMNS, RunDir, Summary, TrialContext,
-                    TrialRow, TrialSpec, Verdict, run_study, summarize, trial_id, verdict, write_csv, write_json)
+                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, verdict, write_csv, write_json)
 from .trial import load_dataset
 
 Event = Any
@@ -130,8 +130,6 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     from tqdm.auto import tqdm
 
     from .cost import count_cost
-    from .family import family
-    from .plots import plot_run
 
     emit = on_event or (lambda event: None)
     get_base(settings.base)                                    # an unknown base is named first
@@ -171,15 +169,17 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
                         f"--tolerance, --alpha-max or --beta-max, or lower --step")
     run.create_and_lock()
     try:
-        return _train_and_extrapolate(settings, run, resumed, base, base_cost, target, table, kept, dry_run,
-                                      backend, emit, progress, estimate, family, plot_run)
+        return _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table, kept,
+                                      dry_run, backend, emit, progress, estimate)
     finally:
         run.release()
 
 
-def _train_and_extrapolate(settings, run, resumed, base, base_cost, target, table, kept, dry_run,  # noqa: ANN001
-                           backend, emit, progress, estimate, family, plot_run) -> GridResult:  # noqa: ANN001
-    dataset = load_dataset(settings.data, settings.seed)
+def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table, kept,  # noqa: ANN001
+                           dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
+    from .family import family
+    from .plots import plot_run
+
     write_json(run / CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                               "base_params": base_cost.params, "target_flops_absolute": target,
                               "num_classes": dataset.num_classes, "dataset_name": dataset.name})
@@ -214,12 +214,8 @@ def _train_and_extrapolate(settings, run, resumed, base, base_cost, target, tabl
 
     def on_study_event(event: Any) -> None:
         emit(event)
-        if type(event).__name__ == "TrialFinished":
-            _write_ranking(run, summarize(all_rows()), settings)
-
-    def all_rows() -> list[TrialRow]:
-        known = run.trials()
-        return [known[t.id] for t in trials if t.id in known]
+        if isinstance(event, TrialFinished):
+            _write_ranking(run, summarize(event.rows), settings)
 
     result.rows = run_study(trials, run, backend, context, on_study_event)
     result.summaries = summarize(result.rows)
@@ -300,4 +296,4 @@ def dropped_summary(table: list[Candidate]) -> str:
     return _counts_text(drop_counts(table))
 
 
-__all__ = ["GridResult", "Measured", "Planned", "choose", "make_trials", "run_grid", "search_base", "trial_id"]
+__all__ = ["GridResult", "Measured", "Planned", "choose", "make_trials", "run_grid", "search_base"]

@@ -302,7 +302,7 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None) 
             import yaml
 
             data = yaml.safe_load(text)
-    except (UnicodeDecodeError, ValueError, Exception) as exc:  # noqa: BLE001 - any parser error, one line
+    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SettingsError(f"config file '{path}' is not valid YAML/JSON: {first}") from None
     if isinstance(data, Mapping) and isinstance(data.get("settings"), Mapping):

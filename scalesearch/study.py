@@ -293,6 +293,7 @@ class TrialFinished:
     row: TrialRow
     done: int
     total: int
+    rows: list[TrialRow]      # the study's rows so far, in trial order
 
 
 def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: TrialContext,
@@ -309,16 +310,17 @@ def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: T
     emit(StudyStarted(finished=len(trials) - len(todo), todo=len(todo)))
     rows = dict(known)
     order = [t.id for t in trials]
+    wanted = set(order)
     lock = threading.Lock()
 
     def on_row(row: TrialRow) -> None:
         with lock:  # Ray calls back from its own thread
             rows[row.trial] = row
             ours = [rows[k] for k in order if k in rows]
-            extra = [r for k, r in rows.items() if k not in set(order)]
+            extra = [r for k, r in rows.items() if k not in wanted]
             run.write_trials(ours + extra)
-            done = sum(1 for k in order if k in rows and rows[k].state in FINISHED)
-            emit(TrialFinished(row=row, done=done, total=len(order)))
+            done = sum(1 for r in ours if r.state in FINISHED)
+            emit(TrialFinished(row=row, done=done, total=len(order), rows=ours))
 
     if todo:
         backend.run(todo, [t.id for t in trials], run, context, on_row)

@@ -9,12 +9,40 @@ import sys
 from typing import Iterator, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .bases import base_names, get_base
 from .errors import UserError
 from .formatting import human, table
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type) as one line, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001, ANN201
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _CLICK_ERROR as exc:  # typer's own click: its errors share a base with typer.BadParameter
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # the help text
+            else:
+                ctx = getattr(exc, "ctx", None)
+                command = ctx.command_path if ctx is not None else "scalesearch"
+                typer.echo(f"error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, _CLICK_ABORT):
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_ABORT = getattr(sys.modules[_CLICK_ERROR.__module__], "Abort", typer.Abort)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, cls=_OneLineErrors,
                   help="Compound model scaling (EfficientNet, Tan & Le 2019) for any stage-structured ConvNet.")
 
 
@@ -337,6 +365,87 @@ def plot(run_dir: str = typer.Argument(..., help="A run directory written by `sc
 
     with user_errors():
         files = plot_run(run_dir)
+    for path in files:
+        typer.echo(str(path))
+
+
+@app.command()
+def reproduce(
+    experiment: Optional[str] = typer.Argument(None, help="table3 or figure8 (built in); leave out with --config."),
+    config: Optional[str] = typer.Option(None, "--config", help="Your own experiment file (copy experiments/table3.yaml or figure8.yaml and edit it)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (built in, the default), an image-folder tree, or a CIFAR pickle folder."),
+    budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
+    device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
+    backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna or ray; each row x seed is one trial.", "backend")),
+    address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help=_help("Threads each trial trains on.", "cpus_per_trial")),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help=_help("Ray: GPUs per trial.", "gpus_per_trial")),
+    coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where decoded images are cached (default ~/.cache/scalesearch)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build and count every row, train nothing."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip timing a few steps to estimate the training time."),
+) -> None:
+    """Reproduce the paper's Table 3 or Figure 8: single-dimension against compound scaling, trained side by side."""
+    from .reproduce import ExperimentError, make_settings, reproduce as run_reproduction
+
+    with user_errors():
+        if experiment is None and config is None:
+            raise ExperimentError("name an experiment (table3, figure8) or give --config FILE")
+        if experiment is not None and config is not None:
+            raise ExperimentError(f"give either the experiment name '{experiment}' or --config, not both")
+        settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
+                                 backend=backend, address=address, cpus_per_trial=cpus_per_trial,
+                                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, out=out,
+                                 coefficients=coefficients or ())
+        result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
+    name = settings.experiment.name
+    if dry_run:
+        typer.echo(_models_table(result.models))
+        typer.echo(f"dry run: every row built and counted, nothing trained: {result.out / (name + '.csv')}")
+        return
+    typer.echo("=" * 78)
+    typer.echo((result.out / f"{name}.md").read_text().split("\n", 2)[2].strip())
+    typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
+    typer.echo("=" * 78)
+
+
+def _models_table(models) -> str:  # noqa: ANN001 - reproduce.Model
+    rows = [dict(m.as_dict(), paper_gflops=m.row.paper_flops / 1e9 if m.row.paper_flops else None) for m in models]
+    return table(rows, [("model", ""), "base", "label", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution",
+                        ("params", ","), ("flops", ","), ("flops_ratio", ".2f"), ("paper_gflops", ".2f"),
+                        ("paper_ratio", ".2f"), ("paper_top1", ".1f")])
+
+
+class _ReproducePrinter(_GridPrinter):
+    """Prints a reproduction's events, and those of its grid searches."""
+
+    def __call__(self, event) -> None:  # noqa: ANN001
+        from .reproduce import Planned, SearchStarted
+
+        if isinstance(event, SearchStarted):
+            typer.echo(f"compound coefficients for {event.base}: phi = 1 grid search in {event.out}")
+        elif isinstance(event, Planned):
+            typer.echo(_models_table(event.models))
+            eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
+            typer.echo(f"training {len(event.models)} models x {event.seeds} seed(s) = {event.trials} trials "
+                       f"({event.todo} to train){eta}")
+        else:
+            super().__call__(event)
+
+
+@app.command()
+def curves(
+    paths: list[str] = typer.Argument(..., help="Grid run directories, reproduce outputs, or their CSV files."),
+    out: str = typer.Option(..., "--out", help="The plot to write (FILE.png; an .svg twin is written beside it)."),
+    title: Optional[str] = typer.Option(None, "--title", help="The plot's title."),
+) -> None:
+    """Draw top-1 against FLOPs from saved results, one labelled curve or point set per run or method."""
+    from .curves import curves as draw
+
+    with user_errors():
+        files = draw(paths, out, title)
     for path in files:
         typer.echo(str(path))
 

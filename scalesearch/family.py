@@ -51,6 +51,8 @@ def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: 
     from .cost import count_cost
 
     base_cost = count_cost(base)
+    if target is not None:
+        check_reachable(base, alpha, beta, gamma, phi_max, rounding, target, base_cost.flops)
     rows = []
     for phi in range(phi_max + 1):
         d, w, r = compound(alpha, beta, gamma, phi)
@@ -74,3 +76,29 @@ def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: 
             row.update(within_tolerance=abs(row["flops_ratio"] / target_ratio - 1) <= tolerance)
         rows.append(row)
     return rows
+
+
+def check_reachable(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int, rounding: Rounding,
+                    target: float, base_flops: int) -> None:
+    """Before any fit: refuse a member whose resolution, to reach target^phi, could not be built.
+
+    FLOPs grow with the square of the resolution, so one count at the base resolution
+    predicts the fitted one; its size is checked on shapes alone (no allocation), at 90% of
+    the prediction so that only members clearly past a limit are refused.  Without this, a
+    family would trace ever larger inputs for minutes before reaching one it must refuse.
+    """
+    from .cost import check_memory, count_cost
+    from .models import iter_parts
+
+    for phi in range(phi_max + 1):
+        d, w, _ = compound(alpha, beta, gamma, phi)
+        try:
+            widened = scale(base, d, w, 1.0, rounding)
+            ratio = target**phi * base_flops / count_cost(widened).flops
+            predicted = base.resolution * math.sqrt(max(ratio, 1.0))
+            check_memory(list(iter_parts(widened.replace(resolution=max(base.resolution, int(0.9 * predicted))))))
+        except UserError as exc:
+            raise type(exc)(f"family member phi = {phi} (d = {d:.3g}, w = {w:.3g}, about "
+                            f"{locals().get('predicted', base.resolution):,.0f} px to reach {target:g}^{phi} = "
+                            f"{target**phi:,.4g}x the base's FLOPs) cannot be built: {exc}; lower --phi-max or "
+                            f"--target-flops") from None

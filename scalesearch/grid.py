@@ -138,9 +138,12 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     run = RunDir(settings.out or default_out(settings.base))
     run.check_usable()
     resumed = run.exists
-    if resumed:
-        check_same_search(run, settings)                       # refuses before anything is touched
+    if resumed:                                                # refuses before anything is touched
+        run.check_free()
+        _verify(run)
+        check_same_search(run, settings)
     dataset = load_dataset(settings.data, settings.seed, progress)  # data errors come before any file
+    check_classifiable(dataset, settings.data)
     base = search_base(settings, dataset.num_classes)
     base_cost = count_cost(base)
     grid = settings.grid
@@ -167,32 +170,70 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
                         f"{grid.nominal_tolerance:g} of the target ({_counts_text(counts)}; closest: "
                         f"alpha={closest.alpha:g} beta={closest.beta:g} at {closest.flops_ratio:.2f}x); widen "
                         f"--tolerance, --alpha-max or --beta-max, or lower --step")
+    chosen = choose(kept, settings, target / base_cost.flops)  # a bad --candidates id is named before any file
+    trials = make_trials(base, chosen, settings)
     run.create_and_lock()
     try:
-        return _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table, kept,
-                                      dry_run, backend, emit, progress, estimate)
+        finished = {}
+        if resumed:  # again under the lock, before anything is written: the files resumed from are whole
+            _verify(run)
+            finished = run.finished()
+        check_store = getattr(backend, "check_store", None)  # the backend's own store (study.db), if any
+        if check_store is not None and not dry_run and any(t.id not in finished for t in trials):
+            check_store(run)
+        return _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table,
+                                      chosen, trials, dry_run, backend, emit, progress, estimate)
     finally:
         run.release()
 
 
-def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table, kept,  # noqa: ANN001
-                           dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
+def _verify(run: RunDir) -> None:
+    from .study import RunFileDamaged
+
+    try:
+        run.verify()
+    except RunFileDamaged:
+        run.check_free()  # a file caught mid-write by a search that holds the run: say that instead
+        raise
+
+
+def check_classifiable(dataset: Any, data: Any) -> None:
+    """Refuse a data set a classifier search cannot rank on: fewer than 2 classes, or a class
+    with no image in the training or the held-out split (top-1 would not measure it)."""
+    classes = dataset.classes
+    if len(classes) < 2:
+        raise UserError(f"data set '{data.dataset}' has {len(classes)} class{'' if len(classes) == 1 else 'es'}"
+                        f"{' (' + repr(classes[0]) + ')' if classes else ''}: a classifier needs at least 2 classes "
+                        f"(one folder per class under train/)")
+    for split, option, where in (("train", "--train-subset", "training split"),
+                                 ("val", "--val-subset", "held-out split")):
+        counts = dataset.class_counts(split)
+        missing = [c for c, n in zip(classes, counts) if n == 0]
+        if missing:
+            subset = getattr(data, f"{split}_subset")
+            fix = (f"raise {option} (at least one image per class: {len(classes)})" if subset is not None
+                   and subset < len(classes) else f"add images of that class to the {where}")
+            raise UserError(f"data set '{data.dataset}': the {where} has no image of class '{missing[0]}'"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                            + f", so top-1 would not measure every class; {fix}")
+
+
+def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table,  # noqa: ANN001
+                           chosen, trials, dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
     from .family import family
     from .plots import plot_run
 
-    write_json(run / CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
-                              "base_params": base_cost.params, "target_flops_absolute": target,
-                              "num_classes": dataset.num_classes, "dataset_name": dataset.name})
+    run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
+                                "base_params": base_cost.params, "target_flops_absolute": target,
+                                "num_classes": dataset.num_classes, "dataset_name": dataset.name})
     if not (run / CANDIDATES).is_file():
-        write_csv(run / CANDIDATES, [c.row() for c in table], Candidate.columns())
+        run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
     result = GridResult(out=run.path, candidates=table, resumed=resumed)
     if dry_run:
         result.files = [run / CONFIG, run / CANDIDATES]
         return result
 
     target_ratio = target / base_cost.flops
-    chosen = choose(kept, settings, target_ratio)
-    trials = make_trials(base, chosen, settings)
     finished = run.finished()
     todo = [t for t in trials if t.id not in finished]
     result.skipped = len(trials) - len(todo)

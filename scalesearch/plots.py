@@ -119,3 +119,64 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     written += _save(fig, run / "top1_alpha_beta")
     return written
+
+
+METHOD_STYLE = {"compound": ("crimson", "o"), "width": ("tab:blue", "s"), "depth": ("tab:green", "^"),
+                "resolution": ("tab:orange", "D"), "baseline": ("0.3", "o")}
+
+
+def _style(label: str, k: int) -> tuple[str, str]:
+    words = label.replace(":", " ").split()
+    for method, style in METHOD_STYLE.items():
+        if method in words and not (method == "compound" and "d=" in label):
+            return style
+    cycle = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+    return cycle[k % len(cycle)], "v*Ph<>"[k % 6]
+
+
+def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
+    """Top-1 (%) against measured FLOPs, one curve or point set per series, error bars from seeds.
+
+    ``panels`` maps a panel title to its ``curves.Series`` (one subplot each); diverged
+    points (no healthy seed) are drawn hollow, off the curve, and counted in the legend.
+    Writes STEM.png and STEM.svg.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(6.4 * n if n > 1 else 7.5, 5), dpi=120, squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        flops = [p.flops for s in series for p in s.points if p.top1 is not None]
+        unit, scale = (1e9, "G") if flops and max(flops) >= 5e9 else (1e6, "M")
+        diverged = 0
+        for k, s in enumerate(series):
+            colour, marker = _style(s.label, k)
+            pts = [p for p in s.points if p.top1 is not None and not p.diverged]
+            bad = [p for p in s.points if p.top1 is not None and p.diverged]
+            diverged += len(bad)
+            if bad:  # shown hollow, never joined to the curve: no healthy seed
+                ax.scatter([p.flops / unit for p in bad], [p.top1 for p in bad], marker=marker, s=40,
+                           facecolor="none", edgecolor=colour, linewidth=1.2, zorder=3)
+            if not pts:
+                continue
+            x = [p.flops / unit for p in pts]
+            y = [p.top1 for p in pts]
+            err = [p.std or 0.0 for p in pts]
+            ax.errorbar(x, y, yerr=err if any(err) else None, color=colour, marker=marker, markersize=6,
+                        linestyle="-" if s.line and len(pts) > 1 else "none", linewidth=1.5, capsize=3,
+                        elinewidth=1, label=s.label, markeredgecolor="k", markeredgewidth=0.4)
+        if flops and max(flops) / max(min(flops), 1) > 12:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"measured FLOPs ({scale} multiply-adds per image)")
+        ax.set_ylabel("top-1 on held-out split (%), mean +/- std over seeds")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.06, y=0.12)
+        legend_title = f"hollow: {diverged} point(s) at chance (diverged), not compared" if diverged else None
+        ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, stem)

@@ -17,6 +17,9 @@ from .errors import UserError
 from .spec import HeadSpec, NetworkSpec
 
 
+MAX_FACTOR = 1e6  # far past any network the spec's limits allow, short of float overflow in rounding
+
+
 class ScaleError(UserError):
     """A scaling coefficient or rounding rule is out of range."""
 
@@ -132,20 +135,28 @@ def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
             raise ScaleError(f"{name} must be >= 1 (got {value})")
+        if value > MAX_FACTOR:
+            raise ScaleError(f"{name} must be at most {MAX_FACTOR:g} (got {value:g})")
     if not (isinstance(phi, (int, float)) and math.isfinite(phi) and phi >= 0):
         raise ScaleError(f"phi must be >= 0 (got {phi})")
     return alpha**phi, beta**phi, gamma**phi
 
 
 def nominal_ratio(alpha: float, beta: float, gamma: float, phi: float = 1.0) -> float:
-    """The FLOPs ratio the formula predicts: (alpha * beta^2 * gamma^2)^phi."""
-    return (alpha * beta**2 * gamma**2) ** phi
+    """The FLOPs ratio the formula predicts: (alpha * beta^2 * gamma^2)^phi (inf past a float)."""
+    try:
+        return (alpha * beta**2 * gamma**2) ** phi
+    except OverflowError:
+        return math.inf
 
 
 def check_factors(d: float, w: float, r: float) -> None:
     for name, value in (("d", d), ("w", w), ("r", r)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and value > 0):
             raise ScaleError(f"{name} must be > 0 (got {value})")
+        if value > MAX_FACTOR:
+            raise ScaleError(f"{name} must be at most {MAX_FACTOR:g} (got {value:g})")
 
 
 def scale(spec: NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,

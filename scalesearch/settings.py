@@ -30,6 +30,8 @@ from .gridspace import GridSpec
 from .scaling import Rounding
 
 BACKENDS = ("optuna", "ray")
+MAX_EPOCHS = 10_000       # per trial
+MAX_IMAGES = 10**12       # per trial
 ORDERS = ("random", "nearest", "id")
 # TrainConfig fields that a trial sets itself (one seed per trial, the device and threads it runs on).
 PER_TRIAL = ("seed", "device", "threads")
@@ -50,6 +52,14 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_address(text: str) -> bool:
+    if text in ("auto", "local"):
+        return True
+    host, colon, port = text.removeprefix("ray://").rpartition(":")
+    return bool(colon and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536
+                and not any(c.isspace() for c in host))
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,8 @@ class BackendSettings:
         _check(isinstance(device, str) and (device in ("auto", "cpu") or device == "cuda"
                                             or (device.startswith("cuda:") and device[5:].isdigit())),
                "device", device, "must be auto, cpu, cuda or cuda:N")
-        _check(self.address is None or (isinstance(self.address, str) and self.address.strip() != ""),
-               "address", self.address, "must be HOST:PORT")
+        _check(self.address is None or (isinstance(self.address, str) and _is_address(self.address)),
+               "address", self.address, "must be HOST:PORT (or ray://HOST:PORT, auto, local)")
         if self.address is not None and self.backend != "ray":
             raise SettingsError(f"setting 'address' joins a Ray cluster: use it with backend ray "
                                 f"(got backend {self.backend!r})")
@@ -155,6 +165,12 @@ class SearchSettings:
         _check(self.order in ORDERS, "order", self.order, f"must be one of {', '.join(ORDERS)}")
         _check(_is_int(self.phi_max) and 0 <= self.phi_max <= 20, "phi_max", self.phi_max,
                "must be an integer from 0 to 20")
+        # A short-training budget past these is a typo that would run for days, not a search.
+        epochs, images = getattr(self.train, "epochs", None), getattr(self.train, "images", None)
+        _check(not _is_number(epochs) or epochs <= MAX_EPOCHS, "epochs", epochs,
+               f"must be at most {MAX_EPOCHS:,} per trial")
+        _check(not _is_number(images) or images <= MAX_IMAGES, "images", images,
+               f"must be at most {MAX_IMAGES:.0e} per trial")
 
     def replace(self, **changes: Any) -> "SearchSettings":
         return dataclasses.replace(self, **changes)

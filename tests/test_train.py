@@ -13,8 +13,8 @@ from scalesearch.bases import get_base
 from scalesearch.data import open_dataset, stored_dataset
 from scalesearch.models import build
 from scalesearch.scaling import scale
-from scalesearch.train import (TrainConfig, TrainConfigError, TrainResult, chance_threshold, divergence,
-                               planned_steps, train_candidate)
+from scalesearch.train import (TrainConfig, TrainConfigError, TrainResult, _limit, chance_threshold, divergence,
+                               evaluate, planned_steps, recalibrate_bn, train_candidate)
 
 RESOLUTION = 32
 
@@ -98,14 +98,15 @@ def test_threads_are_restored(dataset):
 
 
 NUMERIC_FIELDS = ("epochs", "images", "batch_size", "lr", "lr_per_256", "weight_decay", "label_smoothing",
-                  "warmup", "clip_norm", "seed", "threads", "eval_every")
+                  "warmup", "clip_norm", "bn_recalibration", "seed", "threads", "eval_every")
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("images", -1), ("batch_size", 0), ("lr", 0.0),
                                           ("lr", -0.1), ("lr_per_256", 0.0), ("weight_decay", -1e-4),
                                           ("warmup", 1.0), ("eval_every", -1), ("threads", 0),
                                           ("label_smoothing", 1.0), ("clip_norm", 0.0), ("seed", -1),
-                                          ("batch_size", 2.5), ("epochs", "1"), ("lr", True)])
+                                          ("batch_size", 2.5), ("epochs", "1"), ("lr", True),
+                                          ("bn_recalibration", -1), ("bn_recalibration", 0.5)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(TrainConfigError, match=f"'{field}'"):
         TrainConfig(**{field: value})
@@ -160,6 +161,103 @@ def test_gradients_are_clipped_to_the_global_norm(dataset, monkeypatch):
     norms.clear()
     train(dataset, images=64, clip_norm=None)
     assert max(norms) > 1e-3
+
+
+def test_the_default_recipe_clips_at_norm_one(dataset, monkeypatch):
+    """A limit of 5 let a spike (norm 4.3) through that left resnet20-cifar at d = 2 at chance
+    for good (experiments/results/depth/depth.md); the default now caps every step at 1."""
+    assert TrainConfig().clip_norm == 1.0
+    before, after = [], []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm, **kwargs):
+        parameters = list(parameters)
+        before.append(float(real(parameters, math.inf, **kwargs)))  # measures, clips nothing
+        norm = real(parameters, max_norm, **kwargs)
+        after.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters
+                                                                 if p.grad is not None]))))
+        return norm
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    train(dataset, images=96, lr=0.05)
+    assert max(before) > 1.0  # the limit is reached on this problem ...
+    assert max(after) <= 1.0001  # ... and holds
+
+
+# -- batch-norm recalibration -------------------------------------------------------------
+
+def bn_chain() -> torch.nn.Module:
+    """BN on the input, a fixed 1x1 conv, BN again: the second layer's input depends on the
+    first layer's batch statistics, as in any deep net."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    with torch.no_grad():
+        net[0].weight.uniform_(0.5, 2.0)
+        net[0].bias.uniform_(-1.0, 1.0)
+    return net
+
+
+def test_recalibrated_statistics_are_the_batch_statistics_of_the_images_used(dataset):
+    net = bn_chain()
+    state = torch.get_rng_state()
+    assert recalibrate_bn(net, dataset, RESOLUTION, batch_size=32, images=64, seed=2) == 64  # 2 whole batches
+    assert torch.equal(torch.get_rng_state(), state) and not net.training
+    assert all(bn.momentum == 0.1 for bn in (net[0], net[2]))  # restored
+    # The same batches, and what each layer saw when it normalised them with batch statistics.
+    batches = [x for x, _ in _limit(dataset.train_batches(RESOLUTION, 32, torch.Generator().manual_seed(2)), 2)]
+    first, second = [], []
+    for x in batches:
+        first.append(x)
+        second.append(net[1](torch.nn.functional.batch_norm(x, None, None, net[0].weight, net[0].bias,
+                                                           training=True)))
+    for bn, inputs in ((net[0], first), (net[2], second)):
+        mean = torch.stack([h.mean((0, 2, 3)) for h in inputs]).mean(0)
+        var = torch.stack([h.var((0, 2, 3), unbiased=True) for h in inputs]).mean(0)
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+    # Capped at the training split (96 images: 3 batches), and at least one batch.
+    assert recalibrate_bn(net, dataset, RESOLUTION, batch_size=32, images=10_000) == 96
+    assert recalibrate_bn(net, dataset, RESOLUTION, batch_size=32, images=1) == 32
+    assert recalibrate_bn(torch.nn.Linear(2, 2), dataset, RESOLUTION, 32, 64) == 0  # no batch norm
+
+
+def test_recalibration_scores_what_the_weights_learned():
+    """Running averages that lag behind the weights put a trained net at chance; recomputing
+    them from training images gives back its score.  The lag is made here by scaling every
+    conv weight: in training (batch statistics) the net computes exactly the same function,
+    but its running averages are stale by a factor of 100 in variance."""
+    data = separable_dataset()
+    net = tiny_net(2)
+    result = train_candidate(net, data, 8, TrainConfig(epochs=4, batch_size=16, threads=1, bn_recalibration=0))
+    assert result.top1 > 0.9
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(10.0)
+    stale, stale_loss = evaluate(net, data, 8, 32)
+    assert stale <= 0.6 and stale_loss > 10 * result.loss  # chance is 0.5
+    recalibrate_bn(net, data, 8, batch_size=16, images=64)
+    top1, loss = evaluate(net, data, 8, 32)
+    assert top1 > 0.9 and loss < stale_loss
+
+
+def test_recalibration_changes_the_scores_never_the_training(dataset):
+    """Training normalises with batch statistics, so recalibrating before every evaluation
+    (here after each of 2 epochs) leaves the weights alone; the score equals one
+    recalibration of a run trained with it off."""
+    plain, recalibrated = tiny_model(dataset.num_classes), tiny_model(dataset.num_classes)
+    config = TrainConfig(epochs=2, batch_size=32, threads=1, seed=1)
+    off = train_candidate(plain, dataset, RESOLUTION, config.replace(bn_recalibration=0))
+    on = train_candidate(recalibrated, dataset, RESOLUTION, config.replace(bn_recalibration=64))
+    assert on.train_loss == off.train_loss
+    for a, b in zip(plain.parameters(), recalibrated.parameters()):
+        assert torch.equal(a, b)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the runs had
+    try:
+        recalibrate_bn(plain, dataset, RESOLUTION, 32, 64, seed=1)
+        assert (on.top1, on.loss) == evaluate(plain, dataset, RESOLUTION, 64)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- divergence ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ A user who outgrows one machine runs ``ray start --head`` there, ``ray start
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Sequence
 
 from ..errors import UserError
@@ -52,6 +53,17 @@ def _collector(tune):  # noqa: ANN001, ANN202 - ray.tune, imported late
     return Collect
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``[ray://]HOST:PORT`` address; None for 'auto' and 'local'."""
+    if address in ("auto", "local"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return host.strip("[]"), int(port)  # settings have checked the form
+
+
 class RayBackend:
     name = "ray"
 
@@ -59,7 +71,21 @@ class RayBackend:
         self.settings, self.data_seed = settings, data_seed
 
     def check(self) -> None:
-        pass  # resources are checked against the cluster once connected
+        """Before anything is written: is anything listening at ``--address``?  (Resources are
+        checked against the cluster once connected.)  Ray itself would retry for ever."""
+        if self.settings.address is None:
+            return
+        endpoint = ray_endpoint(self.settings.address)
+        if endpoint is None:
+            return  # 'auto' / 'local': Ray finds or starts the cluster itself
+        host, port = endpoint
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            why = (f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, socket.timeout)
+                   else (exc.strerror or str(exc) or type(exc).__name__).lower())
+            raise UserError(f"cannot reach the Ray cluster at --address '{self.settings.address}' ({why}): "
+                            f"start it there with `ray start --head --port {port}`, or check HOST:PORT") from None
 
     def run(self, todo: Sequence[TrialSpec], space: Sequence[str], run: RunDir, context: TrialContext,
             on_row: OnRow) -> None:

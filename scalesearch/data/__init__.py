@@ -51,6 +51,8 @@ def open_dataset(source: str | Path = SYNTHETIC, *, cache_dir: str | Path | None
     for name, value in (("train_subset", train_subset), ("val_subset", val_subset)):
         if value is not None:
             check_positive(name, value)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DatasetError(f"seed must be an integer from 0 to 2^32-1 (got {seed!r})")
     level = synthetic_level(str(source))
     if level is not None:
         return synthetic_dataset(train_subset or 5000, val_subset or 1000, seed, level=level)

@@ -9,13 +9,17 @@ never a traceback, never silently wrong pixels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .dataset import DatasetError
 
 CACHE_FORMAT = 2  # bump when the on-disk cache layout changes (2: sha256 stored with each entry)
 CHECKSUM = "sha256"
@@ -73,12 +77,30 @@ def _problem(stored: Any, keys: tuple[str, ...]) -> str:
     return ""
 
 
+def check_cache_writable(folder: Path) -> None:
+    """Refuse, naming it, a cache folder that cannot be made or written (tried for real:
+    permission bits do not stop root, a read-only file system stops everyone)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".scalesearch-probe-"))
+    except OSError as exc:
+        raise DatasetError(f"cannot write the decoded-image cache in '{folder}' ({exc.strerror or exc}): "
+                           f"choose a writable --cache-dir") from None
+
+
 def save_cached(path: Path, payload: dict[str, Any]) -> None:
     """Store ``payload`` with its checksum, atomically.
 
     Concurrent trials may open the same tree: write aside, then rename into place.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({**payload, CHECKSUM: checksum(payload)}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**payload, CHECKSUM: checksum(payload)}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        raise DatasetError(f"cannot write the decoded-image cache in '{path.parent}' ({why}): "
+                           f"choose a writable --cache-dir") from None

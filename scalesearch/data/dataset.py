@@ -59,6 +59,11 @@ class Dataset:
     def n_val(self) -> int:
         return len(self._labels["cpu"]["val"])
 
+    def class_counts(self, split: str) -> list[int]:
+        """Images per class in ``split`` ("train" or "val"), in class order."""
+        labels = self._labels["cpu"][split]
+        return torch.bincount(labels.cpu(), minlength=self.num_classes)[:self.num_classes].tolist()
+
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, num_classes={self.num_classes}, n_train={self.n_train}, "
                 f"n_val={self.n_val}, native_resolution={self.native_resolution})")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .cache import CACHE_FORMAT, default_cache_dir, load_cached, save_cached
+from .cache import CACHE_FORMAT, check_cache_writable, default_cache_dir, load_cached, save_cached
 from .dataset import DatasetError, balanced_subset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -52,6 +52,7 @@ def read_image_tree(root: Path, cache_dir: str | Path | None, train_subset: int 
     stored = load_cached(path, keys)
     if stored is not None:
         return stored["classes"], {s: (stored[f"{s}_images"], stored[f"{s}_labels"]) for s in listings}
+    check_cache_writable(cache)  # before decoding, which may take minutes
     files = listings["train"].files + listings["val"].files
     size = _first_image_size(files[0])
     images = decode_images(files, size, progress, desc=f"decoding {root.name}")

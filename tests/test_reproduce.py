@@ -1,0 +1,271 @@
+"""`scalesearch reproduce` and `scalesearch curves`: experiment files, the plan, a reproduction
+run on the study machinery (resume, seeds, coefficients from a grid), the outputs, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from scalesearch.backends.fake import FakeBackend
+from scalesearch.cli import app
+from scalesearch.errors import UserError
+from scalesearch.reproduce import (MATCH_TOLERANCE, ExperimentError, load_experiment, make_settings,
+                                   parse_experiment, reproduce)
+
+TINY = {
+    "name": "tiny",
+    "budgets": {"smoke": {"resolution": 32, "train_subset": 64, "val_subset": 32, "epochs": 1, "batch_size": 32,
+                          "seeds": 2}},
+    "search": {"target_flops": "2x", "alpha_max": 2.0, "beta_max": 1.5, "step": 0.25, "max_trials": 2,
+               "order": "nearest"},
+    "bases": {"resnet20-cifar": {"coefficients": "search", "rows": [
+        {"method": "baseline", "paper_top1": 70.0},
+        {"method": "width", "w": 1.5, "paper_top1": 72.0},
+        {"method": "depth", "d": 2, "paper_top1": 71.0},
+        {"method": "resolution", "r": 1.5, "paper_top1": 71.5},
+        {"method": "compound", "match": "singles", "paper_top1": 73.0},
+        {"method": "compound", "phi": 1},
+    ]}},
+}
+
+
+def tiny_file(tmp_path: Path, **changes) -> Path:
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def run(tmp_path, name="out", backend=None, **options):
+    settings = make_settings(tiny_file(tmp_path), "smoke", out=str(tmp_path / name), **options)
+    backend = backend or FakeBackend()
+    return reproduce(settings, backend=backend, progress=False, estimate=False), backend
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+# -- experiment files --------------------------------------------------------------------------
+
+def test_the_builtin_experiments_hold_the_papers_rows():
+    table3, figure8 = load_experiment("table3"), load_experiment("figure8")
+    assert table3.bases == ["mobilenetv1", "mobilenetv2", "resnet50"]
+    assert len(table3.rows) == 14 and all(r.paper_top1 is not None for r in table3.rows)
+    assert {(r.base, r.method) for r in table3.rows if r.method == "compound"} == {
+        ("mobilenetv1", "compound"), ("mobilenetv2", "compound"), ("resnet50", "compound")}
+    assert table3.coefficients == {"mobilenetv2": "search", "resnet50": "search"}
+    paper = [r for r in figure8.rows if r.paper_top1 is not None]   # Table 7
+    assert [(r.method, r.d, r.w, r.r, r.paper_top1) for r in paper] == [
+        ("baseline", 1, 1, 1, 77.3), ("depth", 4, 1, 1, 79.0), ("width", 1, 2, 1, 78.9),
+        ("resolution", 1, 1, 2, 79.1), ("compound", 1.4, 1.2, 1.3, 81.1)]
+    for method in ("depth", "width", "resolution", "compound"):  # four curves, at least 4 points each
+        assert sum(r.method == method for r in figure8.rows) >= 4
+    # experiments/ holds the same files (links into the package, which ships them)
+    assert (ROOT / "experiments" / "table3.yaml").read_text() == Path(table3.source).read_text()
+    assert (ROOT / "experiments" / "figure8.yaml").read_text() == Path(figure8.source).read_text()
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"bases": {"resnet-9000": {"rows": [{"method": "baseline"}]}}}, "resnet-9000"),
+    ({"bases": {"resnet18": {}}}, "rows"),
+    ({"bases": {"resnet18": {"rows": [{"method": "width", "w": 2}]}}}, "baseline"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "width"}]}}}, "'w'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "stretch"}]}}}, "stretch"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "width", "w": "two"}]}}}, "'two'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "width", "w": 2, "d": 2}]}}}, "only 'w'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "compound", "phi": 1}]}}},
+     "coefficients"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline", "colour": 1}]}}}, "colour"),
+    ({"budgets": {"smoke": {"epochs": 1}}}, "resolution"),
+    ({"train": {"lr": -1}}, "lr"),
+])
+def test_a_bad_experiment_is_named(change, named):
+    with pytest.raises(ExperimentError, match=named):
+        parse_experiment({**TINY, **change}, "x.yaml")
+    missing = dict(TINY)
+    del missing["bases"]
+    with pytest.raises(ExperimentError, match="'bases' is missing"):
+        parse_experiment(missing, "x.yaml")
+
+
+# -- a reproduction on the study machinery (a backend that trains nothing) ---------------------
+
+def test_reproduce_searches_coefficients_matches_flops_and_writes_everything(tmp_path):
+    result, backend = run(tmp_path)
+    out = result.out
+    # compound coefficients came from a phi = 1 grid search at the same proxy, in OUT/grid-BASE
+    best = json.loads((out / "grid-resnet20-cifar" / "best.json").read_text())
+    models = {m.row.label: m for m in result.models}
+    singles = [models[k].flops for k in ("width w=1.5", "depth d=2", "resolution r=1.5")]
+    matched = models["compound (matched FLOPs)"]
+    assert abs(matched.flops / (sum(singles) / 3) - 1) <= MATCH_TOLERANCE
+    assert f"alpha={best['alpha']:g}" in matched.coefficients and "grid run" in matched.coefficients
+    assert matched.d == pytest.approx(best["alpha"] ** matched.phi) and matched.w == pytest.approx(
+        best["beta"] ** matched.phi)
+    phi1 = models["compound phi=1"]
+    assert phi1.d == pytest.approx(best["alpha"]) and abs(phi1.flops_ratio / 2 - 1) < 0.15
+    # the grid's 2 candidates x 2 seeds, then every row x seed once: the paper's rows first, seed-major
+    assert len(backend.ran) == 4 + 12
+    assert backend.ran[4:] == [f"c{i}-s{k}" for k in (0, 1) for i in range(5)] + ["c5-s0", "c5-s1"]
+    table = pd.read_csv(out / "tiny.csv")
+    assert (table.kind == "trial").sum() == 12 and (table.kind == "summary").sum() == 6
+    summary = table[table.kind == "summary"].set_index("label")
+    assert list(summary.columns[:3]) == ["kind", "model", "base"]
+    for column in ("d", "w", "r", "resolution", "params", "flops", "flops_ratio", "paper_flops", "paper_top1",
+                   "top1_mean", "top1_std", "seeds"):
+        assert column in summary.columns
+    assert summary.loc["width w=1.5", "seeds"] == "0 1" and summary.loc["baseline", "paper_top1"] == 70.0
+    md = (out / "tiny.md").read_text()
+    assert "| width w=1.5 |" in md and "resnet20-cifar: compound" in md and "seed-to-seed" in md
+    for name in ("tiny.png", "tiny.svg", "models.csv", "trials.csv", "config.json"):
+        assert (out / name).is_file()
+    again, backend2 = run(tmp_path)
+    assert backend2.ran == [] and len(again.rows) == 12
+    more, backend3 = run(tmp_path, seeds=3)                     # --seeds extends the same run
+    assert sorted(backend3.ran) == sorted(f"c{i}-s2" for i in range(6))  # the search found its answer: kept
+    assert [m.flops for m in more.models] == [m.flops for m in result.models]
+
+
+def test_the_verdict_compares_compound_with_each_single_row(tmp_path):
+    def score(trial):  # compound (models 4, 5) clearly best, every other row equal, tiny seed noise
+        return (0.8 if trial.candidate >= 4 else 0.5) + 0.001 * trial.seed
+
+    result, _ = run(tmp_path, backend=FakeBackend(score=score))
+    (found,) = result.verdicts
+    assert found.compound == 4 and len(found.against) == 3
+    assert all(v.separable and v.gap == pytest.approx(0.3) for _, v in found.against)
+    assert "compound beat every single-dimension row" in found.text
+    result2, _ = run(tmp_path, "other", backend=FakeBackend(score=lambda t: 0.5 + 0.05 * (t.seed % 2)))
+    assert "did not beat every single-dimension row beyond the noise" in result2.verdicts[0].text
+
+
+def test_a_diverged_row_is_shown_but_never_compared(tmp_path):
+    result, _ = run(tmp_path, backend=FakeBackend(diverge={"c4-s0"}))
+    assert "did not train healthily" in result.verdicts[0].text
+    summary = pd.read_csv(result.out / "tiny.csv").query("kind == 'summary'").set_index("model")
+    assert summary.loc[4, "state"] == "DIVERGED" and summary.loc[4, "top1_mean"] > 0
+
+
+def test_coefficients_from_a_finished_grid_run_skip_the_search(tmp_path):
+    first, _ = run(tmp_path)
+    grid_run = first.out / "grid-resnet20-cifar"
+    second, backend = run(tmp_path, "second", coefficients=[str(grid_run)])
+    assert not (second.out / "grid-resnet20-cifar").exists() and len(backend.ran) == 12   # no grid trials
+    assert [m.flops for m in second.models] == [m.flops for m in first.models]
+    with pytest.raises(UserError, match="not a grid run directory"):
+        run(tmp_path, "third", coefficients=[str(tmp_path)])
+
+
+def test_another_reproduction_in_the_same_folder_is_refused(tmp_path):
+    run(tmp_path)
+    before = digest(tmp_path / "out")
+    with pytest.raises(UserError, match="different reproduction"):
+        settings = make_settings(tiny_file(tmp_path, seed=5), "smoke", out=str(tmp_path / "out"))
+        reproduce(settings, backend=FakeBackend(), progress=False, estimate=False)
+    with pytest.raises(UserError, match="dry run would replace"):
+        reproduce(make_settings(tiny_file(tmp_path), "smoke", out=str(tmp_path / "out")), dry_run=True,
+                  backend=FakeBackend(), progress=False, estimate=False)
+    assert digest(tmp_path / "out") == before
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["reproduce", "table9"], "unknown experiment 'table9'"),
+    (["reproduce"], "name an experiment"),
+    (["reproduce", "figure8", "--budget", "huge"], "--budget 'huge' is not a preset"),
+    (["reproduce", "figure8", "--seeds", "0"], "--seeds"),
+    (["reproduce", "figure8", "--backend", "slurm"], "backend"),
+    (["reproduce", "--config", "{tmp}/nothing.yaml"], "does not exist"),
+    (["reproduce", "--config", "{tmp}/bad.yaml"], "bases.resnet-9000"),
+    (["reproduce", "--config", "{tmp}/norows.yaml"], "'rows' is missing"),
+    (["curves", "{tmp}", "--out", "{tmp}/c.png"], "holds no results"),
+    (["curves", "{tmp}/none", "--out", "{tmp}/c.png"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, args, named):
+    import yaml
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**TINY, "bases": {"resnet-9000": {"rows": []}}}))
+    (tmp_path / "norows.yaml").write_text(yaml.safe_dump({**TINY, "bases": {"resnet18": {}}}))
+    before = digest(tmp_path)
+    code, stdout, stderr = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert code == 2 and named in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stdout + stderr
+    assert digest(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dry")
+    outs = {}
+    for name in ("table3", "figure8"):
+        code, stdout, stderr = cli("reproduce", name, "--dry-run", "--out", folder / name)
+        assert code == 0, stderr
+        outs[name] = (pd.read_csv(folder / name / f"{name}.csv"), stdout)
+    return outs
+
+
+def test_dry_runs_count_every_paper_row_beside_the_papers_flops(dry_runs):
+    table3, stdout = dry_runs["table3"]
+    assert len(table3) == 14 and "dry run" in stdout
+    rows = table3.set_index(["base", "label"])
+    # at the paper's 224 px our counter agrees with the paper's FLOPs within 12% for every counted row
+    counted = table3.dropna(subset=["flops_paper_res"])
+    assert len(counted) == 12
+    assert ((counted.flops_paper_res / counted.paper_flops - 1).abs() < 0.12).all()
+    assert rows.loc[("resnet50", "baseline"), "flops_paper_res"] == pytest.approx(4.09e9, rel=0.01)
+    assert rows.loc[("resnet50", "baseline"), "flops"] == 83_435_520  # at the 32 px proxy, 12 classes
+    # rows whose coefficients come from a search show the FLOPs they will be fitted to
+    matched = rows.loc[("mobilenetv2", "compound (matched FLOPs)")]
+    singles = table3[(table3.base == "mobilenetv2") & table3.method.isin(["depth", "width", "resolution"])]
+    assert matched.flops == pytest.approx(singles.flops.mean(), rel=1e-6) and "grid search" in matched.note
+    figure8, _ = dry_runs["figure8"]
+    assert len(figure8) == 17 and figure8.flops.notna().all()
+    b0 = figure8.set_index("label")
+    assert b0.loc["baseline", "flops_paper_res"] == pytest.approx(0.386e9, rel=0.01)
+    assert b0.loc["compound d=1.4 w=1.2 r=1.3", "flops_paper_res"] == pytest.approx(1.8e9, rel=0.01)
+    assert b0.loc["compound phi=1", "d"] == pytest.approx(1.2) and b0.loc["compound phi=2", "w"] == pytest.approx(1.21)
+
+
+# -- curves ------------------------------------------------------------------------------------
+
+def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
+    from scalesearch.curves import load_series
+    from scalesearch.grid import run_grid
+    from scalesearch.settings import build_settings
+
+    for name, beta_max in (("gridA", 1.3), ("gridB", 1.5)):
+        flags = dict(base="resnet20-cifar", train_subset=64, val_subset=32, alpha_max=1.6, beta_max=beta_max,
+                     step=0.1, phi_max=2, max_trials=3, out=str(tmp_path / name))
+        run_grid(build_settings({}, flags), backend=FakeBackend(), progress=False, estimate=False)
+    result, _ = run(tmp_path, "repro")
+    labels = [s.label for p in ("gridA", "gridB", "repro") for s in load_series(tmp_path / p)]
+    assert labels[:2] == ["gridA (grid)", "gridB (grid)"]
+    assert set(labels[2:]) == {"repro: width", "repro: depth", "repro: resolution", "repro: compound"}
+    compound = [s for s in load_series(tmp_path / "repro") if s.label.endswith("compound")][0]
+    assert compound.points[0].flops == result.models[0].flops        # every curve starts at the baseline
+    # CSV files work as well as folders
+    assert [s.label for s in load_series(tmp_path / "repro" / "tiny.csv")] == labels[2:]
+    assert len(load_series(tmp_path / "gridA" / "trials.csv")[0].points) == 3
+    code, stdout, stderr = cli("curves", tmp_path / "gridA", tmp_path / "gridB", tmp_path / "repro",
+                               "--out", tmp_path / "all.png")
+    assert code == 0, stderr
+    assert (tmp_path / "all.png").stat().st_size > 10_000 and (tmp_path / "all.svg").is_file()
+    code, _, stderr = cli("curves", tmp_path / "gridA", "--out", tmp_path / "all.png")
+    assert code == 2 and "exists" in stderr                           # never overwritten
+
+# `reproduce figure8 --budget smoke` through the real command runs in tests/test_notebook.py.

@@ -458,6 +458,8 @@ def test_kill_and_ctrl_c_at_random_points_then_resume(run_copy):
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
         assert "Traceback" not in stdout + stderr, stderr[-2000:]
+        if proc.returncode == 0:  # on a fast machine the search can finish before the signal lands
+            continue
         if sig == signal.SIGKILL:
             assert proc.returncode == -signal.SIGKILL, (proc.returncode, stderr[-2000:])
         else:

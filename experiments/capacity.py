@@ -80,7 +80,7 @@ def main() -> None:
         top1s, diverged, seconds = [], 0, []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            model = build(spec)
+            model = build(spec, feature_norm=config.feature_norm)
             result = train_candidate(model, dataset, spec.resolution, config.replace(seed=seed))
             top1s.append(result.top1)
             diverged += bool(result.diverged)

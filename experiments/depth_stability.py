@@ -60,16 +60,20 @@ def main() -> None:
     ap.add_argument("--depths", default="1,2,4")
     ap.add_argument("--clip-norm", type=float, default=TrainConfig.clip_norm)
     ap.add_argument("--bn-recalibration", type=int, default=TrainConfig.bn_recalibration)
+    ap.add_argument("--feature-norm", action=argparse.BooleanOptionalAction, default=TrainConfig.feature_norm,
+                    help="normalise the pooled features before the classifier (the recipe's default)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # as train_candidate runs, for the recalibration here
     data = open_dataset("synthetic", train_subset=args.train, val_subset=args.val, seed=0)
-    recipe = TrainConfig(epochs=args.epochs, threads=args.threads, clip_norm=args.clip_norm)
+    recipe = TrainConfig(epochs=args.epochs, threads=args.threads, clip_norm=args.clip_norm,
+                         feature_norm=args.feature_norm)
     line = f"chance {1 / data.num_classes:.1%}; at-chance line {chance_threshold(data.num_classes, data.n_val):.1%}"
     rows = [f"Data: synthetic, {data.n_train} train / {data.n_val} held-out images, {data.num_classes} classes ({line}).",
             f"Recipe: TrainConfig defaults but as given: lr {recipe.peak_lr():g} at batch {recipe.batch_size}, "
             f"warm-up {recipe.warmup:g}, clip norm {recipe.clip_norm:g}, BN recalibration on "
-            f"{args.bn_recalibration} training images; {args.epochs:g} epochs, {args.threads} threads, 32 px, "
+            f"{args.bn_recalibration} training images, feature norm {'on' if recipe.feature_norm else 'off'}; "
+            f"{args.epochs:g} epochs, {args.threads} threads, 32 px, "
             f"seeds 0..{args.seeds - 1}.", "",
             "| base | d | layers | FLOPs ratio | top-1 per seed | mean (range) | running-BN top-1 per seed | "
             "final train loss per seed | marked | seconds per run |",
@@ -85,7 +89,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 tick = time.time()
                 torch.manual_seed(seed)
-                model = build(spec)
+                model = build(spec, feature_norm=recipe.feature_norm)
                 # Recalibration off in training, then once here: the same weights and the same
                 # final score as train_candidate with it on (see the module docstring).
                 result = train_candidate(model, data, 32, recipe.replace(seed=seed, bn_recalibration=0))

@@ -150,15 +150,28 @@ class InvertedResidual(nn.Module):
 
 
 class Head(nn.Module):
-    def __init__(self, cin: int, channels: int, num_classes: int, dropout: float, act: str) -> None:
+    """Optional 1x1 conv, global average pool, dropout, classifier.
+
+    ``feature_norm`` puts a batch norm without affine parameters on the pooled features
+    (``self.norm``).  It is for short training: the pooled features of a ReLU/SiLU net share
+    a large positive mean (in a residual net it grows with depth), so each step's classifier
+    update shifts every class's logit by lr x mean^2 x channels x (the batch's class
+    frequencies minus the predicted ones), noise that kept deep candidates at chance.
+    Centred and scaled features remove it.  In eval mode it is a fixed affine map, which
+    ``fold_feature_norm`` merges into the classifier, leaving the reference architecture.
+    """
+
+    def __init__(self, cin: int, channels: int, num_classes: int, dropout: float, act: str,
+                 feature_norm: bool = False) -> None:
         super().__init__()
         self.conv = conv_bn_act(cin, channels, 1, act=act) if channels else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.norm = nn.BatchNorm1d(channels or cin, affine=False) if feature_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.fc = nn.Linear(channels or cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.pool(self.conv(x)), 1)))
+        return self.fc(self.dropout(self.norm(torch.flatten(self.pool(self.conv(x)), 1))))
 
 
 class Stem(nn.Module):
@@ -179,14 +192,14 @@ class Part:
     input_shape: tuple[int, int, int]  # (C, H, W) for batch size 1
     where: str = field(default="", compare=False)  # "stem", "stage 3 layer 2", "head": for messages
 
-    def build(self) -> nn.Module:
+    def build(self, feature_norm: bool = False) -> nn.Module:
         kind, *args = self.key
         if kind == "stem":
             cout, kernel, stride, pool, act, _ = args
             return Stem(cout, kernel, stride, pool, act)
         if kind == "head":
             cin, channels, classes, dropout, act, _ = args
-            return Head(cin, channels, classes, dropout, act)
+            return Head(cin, channels, classes, dropout, act, feature_norm)
         block, cin, cout, stride, kernel, expand, se, act, _ = args
         module = get_block(block).build(BlockArgs(cin, cout, stride, kernel, expand, se, act))
         if not isinstance(module, nn.Module):
@@ -215,13 +228,13 @@ def iter_parts(spec: NetworkSpec) -> Iterator[Part]:
 class ScaledNet(nn.Module):
     """A network built from a spec: stem, the stages' blocks in order, head."""
 
-    def __init__(self, spec: NetworkSpec, zero_init_residual: bool = False) -> None:
+    def __init__(self, spec: NetworkSpec, zero_init_residual: bool = False, feature_norm: bool = False) -> None:
         super().__init__()
         self.spec = spec
         parts = list(iter_parts(spec))
         self.stem = parts[0].build()
         self.blocks = nn.Sequential(*(p.build() for p in parts[1:-1]))
-        self.head = parts[-1].build()
+        self.head = parts[-1].build(feature_norm)
         _init_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,16 +266,33 @@ def _init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
 
 
 def build(spec: NetworkSpec, device: str | torch.device | None = None,
-          zero_init_residual: bool = False) -> ScaledNet:
+          zero_init_residual: bool = False, feature_norm: bool = False) -> ScaledNet:
     """Build the torch module for a spec (``device='meta'`` builds shapes without memory).
 
     ``zero_init_residual`` starts the BN scale feeding each residual add at 0 (Goyal et al.
     2017), which helps long training of deep nets but slowed short proxy training here.
+    ``feature_norm`` adds the head's normalisation of the pooled features (see ``Head``),
+    which the short-training recipe uses (``TrainConfig.feature_norm``).
     """
     if device is None:
-        return ScaledNet(spec, zero_init_residual)
+        return ScaledNet(spec, zero_init_residual, feature_norm)
     with torch.device(device):
-        return ScaledNet(spec, zero_init_residual)
+        return ScaledNet(spec, zero_init_residual, feature_norm)
+
+
+@torch.no_grad()
+def fold_feature_norm(model: ScaledNet) -> ScaledNet:
+    """Merge the head's feature normalisation (its running statistics) into the classifier,
+    in place: the result computes the same eval-mode outputs with the reference head."""
+    head = model.head
+    norm = head.norm
+    if not isinstance(norm, nn.BatchNorm1d):
+        return model
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    head.fc.bias.sub_(head.fc.weight @ (norm.running_mean * scale))
+    head.fc.weight.mul_(scale)
+    head.norm = nn.Identity()
+    return model
 
 
 def count_params(spec: NetworkSpec) -> int:

@@ -9,7 +9,8 @@ per phi, the paper's FLOPs and top-1 for each row, named budgets and the trainin
    count it (``plan``).  Compound rows take explicit (d, w, r), or a phi of the base's
    coefficients (d = alpha^phi, w = beta^phi, resolution fitted so measured FLOPs are
    2^phi times the base's), or ``match: singles`` (phi raised until measured FLOPs match
-   the mean of the base's single-dimension rows).  Coefficients the paper does not state
+   the mean of the base's single-dimension rows; ``match: paper``: of those with the
+   paper's figures).  Coefficients the paper does not state
    come from a phi = 1 grid search at the same proxy (``run_grid``, into OUT/grid-BASE) or
    a finished grid run (``--coefficients RUN_DIR``);
 2. make a study of rows x seeds and run it with a backend (``study.run_study``): the same
@@ -42,6 +43,7 @@ METHODS = ("baseline", "depth", "width", "resolution", "compound")
 SINGLES = ("depth", "width", "resolution")
 BUDGET_FIELDS = ("resolution", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
 MODELS = "models.csv"
+MATCHES = ("singles", "paper")  # what a 'match' compound row matches the FLOPs of
 MATCH_TOLERANCE = 0.05     # a matched compound row must measure within 5% of the single rows' mean
 PHI_TARGET = 2.0           # FLOPs ratio per unit of phi, as the grid's default target (2x)
 
@@ -62,7 +64,8 @@ class Row:
     w: float = 1.0
     r: float = 1.0
     phi: float | None = None          # compound: a point of the base's family
-    match: str | None = None          # compound: 'singles' (FLOPs of the single-dimension rows)
+    match: str | None = None          # compound: 'singles' (FLOPs of the single-dimension rows),
+    #                                   'paper' (of those that carry the paper's figures)
     paper_flops: float | None = None
     paper_top1: float | None = None   # percent, as the paper prints it
 
@@ -240,8 +243,8 @@ def _parse_row(base: str, raw: Any, where: str, coefficients: Any) -> Row:
             phi = _number(phi, f"{where}.phi", positive=False)
             if phi < 0:
                 raise ExperimentError(f"{where}.phi must be >= 0 (got {phi!r})")
-        if match is not None and match != "singles":
-            raise ExperimentError(f"{where}.match must be 'singles' (got {match!r})")
+        if match is not None and match not in MATCHES:
+            raise ExperimentError(f"{where}.match must be 'singles' or 'paper' (got {match!r})")
         if (phi is not None or match is not None) and coefficients is None:
             raise ExperimentError(f"{where}: a compound row by phi or match needs the base's 'coefficients' "
                                   f"(alpha, beta, gamma, or 'search')")
@@ -415,15 +418,19 @@ def plan(settings: ReproduceSettings, num_classes: int,
             row = m.row
             if row.phi is None and row.match is None:
                 finish(m, row.d, row.w, row.r, scale(proxy, row.d, row.w, row.r))
-        singles = [m.flops for m in group if m.row.method in SINGLES and m.flops]
+        singles = {kind: [m.flops for m in group if m.row.method in SINGLES and m.flops
+                          and (kind == "singles" or m.row.paper_flops is not None or m.row.paper_top1 is not None)]
+                   for kind in MATCHES}
         for m in group:
             row = m.row
             if row.phi is None and row.match is None:
                 continue
-            if row.match and not singles:
-                raise ExperimentError(f"{exp.source}: bases.{base}: a 'match: singles' compound row needs "
-                                      f"depth, width or resolution rows to match")
-            target = base_flops * PHI_TARGET ** row.phi if row.phi is not None else sum(singles) / len(singles)
+            if row.match and not singles[row.match]:
+                raise ExperimentError(f"{exp.source}: bases.{base}: a 'match: {row.match}' compound row needs "
+                                      f"depth, width or resolution rows{' with paper figures' if row.match == 'paper' else ''}"
+                                      f" to match")
+            matched = singles.get(row.match or "", [])
+            target = base_flops * PHI_TARGET ** row.phi if row.phi is not None else sum(matched) / len(matched)
             coeff = known.get(base)
             if coeff is None:
                 m.flops, m.flops_ratio = int(round(target)), target / base_flops
@@ -460,20 +467,23 @@ def _fitted(proxy: Any, coeff: Coefficients, phi: float, target: float) -> tuple
 
 
 def _match_phi(proxy: Any, coeff: Coefficients, target: float, base_flops: float,
-               step: float = 0.05, tries: int = 12) -> tuple[float, tuple[float, float, float, Any]]:
+               step: float = 0.05, above: float = 0.6) -> tuple[float, tuple[float, float, float, Any]]:
     """Raise phi until the fitted network measures within MATCH_TOLERANCE of ``target``.
 
     Starts from log2(target / base) (each phi doubles FLOPs) and walks both ways in steps
-    of ``step``: depth rounds per stage, so a phi can overshoot where a slightly smaller
-    one lands on target.  Returns the closest phi found (the first within tolerance).
+    of ``step``, down to phi = 0 and up to ``above`` past the start: depth rounds per
+    stage and resolution in whole pixels, so a phi can overshoot where a smaller one lands
+    on target (at 32 px, one pixel more takes EfficientNet-B0 from 1x to 2.2x, so the
+    match may sit well below the start).  Returns the first phi within tolerance, nearest
+    the start, else the closest found.
     """
     from .cost import count_cost
 
     start = math.log(target / base_flops) / math.log(PHI_TARGET)
     best: tuple[float, float, tuple[float, float, float, Any]] | None = None
-    for k in range(tries + 1):
+    for k in range(int(math.ceil(max(start, above) / step)) + 1):
         for phi in ((start,) if k == 0 else (start - k * step, start + k * step)):
-            if phi < 0:
+            if phi < 0 or phi > start + above + 1e-9:
                 continue
             fitted = _fitted(proxy, coeff, phi, target)
             off = abs(count_cost(fitted[3]).flops / target - 1)
@@ -699,28 +709,31 @@ def _check_same(run: RunDir, settings: ReproduceSettings) -> None:
 # -- comparing and writing --------------------------------------------------------------------
 
 def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[BaseVerdict]:
-    """Per base: the paper's compound row against every single-dimension paper row, over seeds."""
+    """Per base and compound row: the paper's compound row, and any row matched to the single
+    rows' FLOPs (``match``), against every single-dimension paper row, over seeds."""
     by_id = {s.candidate: s for s in summaries}
     out = []
     for base in dict.fromkeys(m.row.base for m in models):
         group = [m for m in models if m.row.base == base]
         paper = [m for m in group if m.row.paper_top1 is not None] or group
-        compound_rows = [m for m in paper if m.row.method == "compound"]
+        compound_rows = [m for m in group if m.row.method == "compound" and (m in paper or m.row.match)]
+        compound_rows = [m for m in compound_rows if m is compound_rows[0] or m.row.match]
         singles = [m for m in paper if m.row.method in SINGLES]
         if not compound_rows or not singles:
             continue
-        c = compound_rows[0]
-        cs = by_id.get(c.id)
-        if cs is None or not cs.ranked:
-            out.append(BaseVerdict(base, c.id, [], f"{base}: the compound row did not train healthily "
-                                                   f"(see trials.csv); no comparison"))
-            continue
-        against = []
-        for m in singles:
-            s = by_id.get(m.id)
-            if s is not None and s.ranked:
-                against.append((m.id, compare(cs, s, m.row.label)))
-        out.append(BaseVerdict(base, c.id, against, _verdict_text(base, c, against, models)))
+        for c in compound_rows:
+            name = base if len(compound_rows) == 1 else f"{base} ({c.row.label})"
+            cs = by_id.get(c.id)
+            if cs is None or not cs.ranked:
+                out.append(BaseVerdict(base, c.id, [], f"{name}: the compound row did not train healthily "
+                                                       f"(see trials.csv); no comparison"))
+                continue
+            against = []
+            for m in singles:
+                s = by_id.get(m.id)
+                if s is not None and s.ranked:
+                    against.append((m.id, compare(cs, s, m.row.label)))
+            out.append(BaseVerdict(base, c.id, against, _verdict_text(name, c, against, models)))
     return out
 
 
@@ -785,7 +798,7 @@ RESULT_COLUMNS = ["kind", "model", "base", "method", "label", "d", "w", "r", "ph
 
 def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Sequence[Summary],
              found: Sequence[BaseVerdict], dataset_name: str) -> str:
-    """NAME.md: our FLOPs and top-1 beside the paper's, one table per base, one verdict per base."""
+    """NAME.md: our FLOPs and top-1 beside the paper's, one table per base, a verdict per compound row compared."""
     exp = settings.experiment
     by_id = {s.candidate: s for s in summaries}
     recipe = settings.train
@@ -795,7 +808,9 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
              f"{recipe.images or recipe.epochs} {'images' if recipe.images else 'epochs'}, batch {recipe.batch_size}), "
              f"seeds {settings.seed}..{settings.seed + settings.seeds - 1}; top-1 is the mean over seeds +/- the "
              f"sample standard deviation. The paper: ImageNet, 224 px and up, full training.", ""]
-    verdict_of = {v.base: v for v in found}
+    verdict_of: dict[str, list[BaseVerdict]] = {}
+    for v in found:
+        verdict_of.setdefault(v.base, []).append(v)
     for base in exp.bases:
         group = [m for m in models if m.row.base == base]
         lines += [f"## {base}", "",
@@ -822,8 +837,8 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
         coeffs = {m.coefficients for m in group if m.coefficients}
         if coeffs:
             lines += ["", "Compound coefficients: " + "; ".join(sorted(coeffs)) + "."]
-        if base in verdict_of:
-            lines += ["", verdict_of[base].text + "."]
+        for v in verdict_of.get(base, []):
+            lines += ["", v.text + "."]
         lines.append("")
     return "\n".join(lines)
 

@@ -549,7 +549,7 @@ class Verdict:
     runner_up: int | None
     gap: float | None         # difference of mean top-1
     spread: float | None      # pooled seed-to-seed standard deviation of the two
-    separable: bool | None    # gap > 2 * spread; None when it cannot be told
+    separable: bool | None    # |gap| > 2 * spread; None when it cannot be told
     other: str = "runner-up"
 
     @property
@@ -577,7 +577,9 @@ def compare(best: Summary, other: Summary | None, label: str = "runner-up") -> V
         return Verdict(best.candidate, None, None, None, None, label)
     gap = best.top1_mean - other.top1_mean  # type: ignore[operator]
     spread = pooled_spread(best, other)
-    return Verdict(best.candidate, other.candidate, gap, spread, None if spread is None else gap > 2 * spread, label)
+    # Separable either way: a comparison that is not best against runner-up can be a loss.
+    return Verdict(best.candidate, other.candidate, gap, spread,
+                   None if spread is None else abs(gap) > 2 * spread, label)
 
 
 def verdict(summaries: Sequence[Summary]) -> Verdict | None:

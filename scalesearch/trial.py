@@ -48,7 +48,7 @@ def execute(trial: TrialSpec, context: TrialContext, data_seed: int, backend: st
     config = dataclasses.replace(trial.recipe, seed=trial.seed, device=resolve_device(context.device),
                                  threads=context.threads)
     torch.manual_seed(trial.seed)  # initialisation, then train_candidate seeds the data order
-    model = build(trial.spec)
+    model = build(trial.spec, feature_norm=trial.recipe.feature_norm)
     desc = (f"trial {trial.id}" + (f" a={trial.alpha:g} b={trial.beta:g} g={trial.gamma:.3f}"
                                    if trial.alpha is not None else "") + f" {trial.spec.resolution}px")
     result = train_candidate(model, dataset, trial.spec.resolution, config, report=report,
@@ -78,7 +78,7 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         total, batch = planned_steps(trial.recipe, dataset.n_train)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            model = build(trial.spec).to(device)
+            model = build(trial.spec, feature_norm=trial.recipe.feature_norm).to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
             generator = torch.Generator().manual_seed(0)
             batches = dataset.train_batches(trial.spec.resolution, batch, generator, device)

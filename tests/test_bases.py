@@ -131,3 +131,30 @@ def test_too_large_to_build_is_refused_before_allocating(spec, where):
         with pytest.raises(MemoryLimitError, match=rf"^({where}) needs \d+\.\d GiB at batch size 1 \(limit 2 GiB\): "
                                                    r"lower w, r or the spec's channels$"):
             counter(spec)
+
+
+@pytest.mark.parametrize("base", ["resnet20-cifar", "efficientnet-b0"])
+def test_feature_norm_centres_the_pooled_features_and_folds_away(base):
+    """The recipe's head normalisation: in training the classifier sees pooled features with
+    zero mean per channel (before dropout); folded after training, the reference head (no extra module, same
+    parameter count) gives the same eval outputs."""
+    from scalesearch.models import fold_feature_norm
+
+    spec = scale(get_base(base), 1.0, 0.5, 1.0).replace(num_classes=5, resolution=32)
+    torch.manual_seed(0)
+    net = build(spec, feature_norm=True)
+    seen = {}
+    net.head.norm.register_forward_hook(lambda module, args, out: seen.__setitem__("x", out))
+    x = torch.randn(16, 3, 32, 32)
+    net.train()
+    for _ in range(3):  # running statistics to fold
+        net(x + 0.1 * torch.randn_like(x))
+    assert seen["x"].mean(0).abs().max() < 1e-4 and (seen["x"].std(0) - 1).abs().max() < 0.1
+    net.eval()
+    before = net(x)
+    folded = fold_feature_norm(net)
+    assert isinstance(folded.head.norm, torch.nn.Identity)
+    assert sum(p.numel() for p in folded.parameters()) == sum(p.numel() for p in build(spec).parameters())
+    torch.testing.assert_close(folded(x), before, rtol=1e-4, atol=1e-4)
+    plain = build(spec)
+    assert isinstance(plain.head.norm, torch.nn.Identity)    # the counted architecture has none

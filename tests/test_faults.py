@@ -506,6 +506,37 @@ def test_ray_address_where_nothing_listens_fails_quickly(tmp_path):
     assert not new.exists()
 
 
+def test_ray_address_where_something_else_listens_is_one_line(tmp_path):
+    """A port that answers but is no Ray head: Ray's own retries (a warning a second) never
+    reach the user; one line names the address, and nothing is created."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    new = tmp_path / "new-run"
+    try:
+        proc = run_process("grid", *TINY, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new,
+                           timeout=120, env={**os.environ, "SCALESEARCH_RAY_JOIN_TIMEOUT_S": "15"})
+    finally:
+        server.close()
+    line = refused(proc, "a non-Ray listener")
+    assert f"127.0.0.1:{port}" in line and "no Ray head answered within 15 s" in line, line
+    assert not new.exists()
+
+
+@pytest.mark.parametrize("option, value, what", [("--cpus-per-trial", "4096", "CPUs"),
+                                                 ("--gpus-per-trial", "64", "GPUs")])
+def test_ray_resources_beyond_this_machine_refused_before_any_file(tmp_path, option, value, what):
+    new = tmp_path / "new-run"
+    args = [a for a in TINY]
+    i = args.index("--cpus-per-trial")
+    del args[i:i + 2]
+    result = cli("grid", *args, "--backend", "ray", option, value, "--out", new)
+    line = refused(result, option)
+    assert f"{option} {value}" in line and what in line and "this machine" in line, line
+    assert not new.exists()
+
+
 # -- 9. read-only --out and --cache-dir -----------------------------------------------------------------
 
 def _unwritable_folder(tmp_path: Path) -> Path:

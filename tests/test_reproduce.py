@@ -85,6 +85,8 @@ def test_the_builtin_experiments_hold_the_papers_rows():
     ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "compound", "phi": 1}]}}},
      "coefficients"),
     ({"bases": {"resnet18": {"rows": [{"method": "baseline", "colour": 1}]}}}, "colour"),
+    ({"bases": {"resnet18": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}, "rows": [
+        {"method": "baseline"}, {"method": "compound", "match": "everything"}]}}}, "'singles' or 'paper'"),
     ({"budgets": {"smoke": {"epochs": 1}}}, "resolution"),
     ({"train": {"lr": -1}}, "lr"),
 ])
@@ -146,6 +148,36 @@ def test_the_verdict_compares_compound_with_each_single_row(tmp_path):
     assert "compound beat every single-dimension row" in found.text
     result2, _ = run(tmp_path, "other", backend=FakeBackend(score=lambda t: 0.5 + 0.05 * (t.seed % 2)))
     assert "did not beat every single-dimension row beyond the noise" in result2.verdicts[0].text
+
+    def worse(trial):  # compound clearly behind every single row: a separable loss, not noise
+        return (0.3 if trial.candidate >= 4 else 0.5) + 0.001 * trial.seed
+
+    result3, _ = run(tmp_path, "worse", backend=FakeBackend(score=worse))
+    assert all(v.separable and v.gap == pytest.approx(-0.2) for _, v in result3.verdicts[0].against)
+    assert "compound lost to every single-dimension row by more than twice the seed spread" in result3.verdicts[0].text
+
+
+def test_a_row_matched_to_the_paper_rows_gets_its_own_verdict(tmp_path):
+    """Figure 8's shape: the paper's compound row (dearer at a small proxy) and a compound row
+    matched to the FLOPs of the single rows that carry the paper's figures, each compared."""
+    rows = [{"method": "baseline", "paper_top1": 70.0},
+            {"method": "width", "w": 1.5, "paper_top1": 72.0},
+            {"method": "resolution", "r": 1.5, "paper_top1": 71.5},
+            {"method": "compound", "d": 1.5, "w": 1.3, "r": 1.3, "paper_top1": 73.0},
+            {"method": "compound", "match": "paper"},
+            {"method": "width", "w": 1.1},                      # no paper figures: not matched
+            {"method": "compound", "phi": 1}]
+    bases = {"resnet20-cifar": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}, "rows": rows}}
+    settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "out"))
+    result = reproduce(settings, backend=FakeBackend(), progress=False, estimate=False)
+    models = {m.row.label: m for m in result.models}
+    matched = models["compound (matched FLOPs)"]
+    paper_singles = [models["width w=1.5"].flops, models["resolution r=1.5"].flops]
+    assert abs(matched.flops / (sum(paper_singles) / 2) - 1) <= MATCH_TOLERANCE
+    assert [v.compound for v in result.verdicts] == [3, 4]      # the paper's row, then the matched one
+    assert all(len(v.against) == 2 for v in result.verdicts)
+    md = (result.out / "tiny.md").read_text()
+    assert "resnet20-cifar (compound d=1.5 w=1.3 r=1.3):" in md and "resnet20-cifar (compound (matched FLOPs)):" in md
 
 
 def test_a_diverged_row_is_shown_but_never_compared(tmp_path):

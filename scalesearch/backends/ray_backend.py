@@ -6,9 +6,12 @@ A user who outgrows one machine runs ``ray start --head`` there, ``ray start
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from typing import Any, Sequence
+import sys
+import tempfile
+from typing import Any, Iterator, Sequence
 
 from ..errors import UserError
 from ..settings import BackendSettings
@@ -54,6 +57,70 @@ def _collector(tune):  # noqa: ANN001, ANN202 - ray.tune, imported late
 
 
 CONNECT_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = float(os.environ.get("SCALESEARCH_RAY_JOIN_TIMEOUT_S", 60))
+
+_PROBE = """
+import json, os, sys
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, include_dashboard=False)
+print(json.dumps(ray.cluster_resources()))
+ray.shutdown()
+"""
+
+
+def probe_cluster(address: str) -> dict[str, float]:
+    """The resource totals of the Ray cluster at ``address``, asked in a child process that
+    is stopped after JOIN_TIMEOUT_S: Ray retries an address that answers but is no Ray head
+    for ever, and cannot be interrupted in this process."""
+    import json
+    import subprocess
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
+                              timeout=JOIN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"cannot join the Ray cluster at --address '{address}': no Ray head answered within "
+                        f"{JOIN_TIMEOUT_S:g} s (is a Ray head running there? `ray status --address {address}`"
+                        f" checks)") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        errors = [line for line in done.stderr.strip().splitlines() if "Error" in line or "error" in line]
+        why = errors[-1].strip() if errors else f"exit {done.returncode}"
+        raise UserError(f"cannot join the Ray cluster at --address '{address}': {why}")
+    return json.loads(lines[-1])
+
+
+def resource_problem(cluster: dict[str, float], settings: BackendSettings, where: str,
+                     device: str | None = None) -> str | None:
+    """Why a trial asking for ``settings``' CPUs and GPUs (on ``device``) can never be placed
+    on ``cluster`` (Ray's resource totals), or None when it can."""
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    if settings.cpus_per_trial > cpus:
+        return f"--cpus-per-trial {settings.cpus_per_trial:g} is more than {where} has ({cpus:g} CPUs)"
+    if settings.gpus_per_trial > gpus:
+        return f"--gpus-per-trial {settings.gpus_per_trial:g} is more than {where} has ({gpus:g} GPUs)"
+    if device is not None and device.startswith("cuda") and not gpus:
+        return f"--device {device}: {where} has no GPU"
+    return None
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[str]:
+    """Send file descriptor 2 to a log file for the block (Ray's C++ core writes its
+    connection retries there directly, a warning a second) and yield its path.  The log is
+    removed when the block succeeds and kept, for the user to read, when it raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.NamedTemporaryFile("w", prefix="scalesearch-ray-", suffix=".log", delete=False) as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield log.name
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+    os.unlink(log.name)
 
 
 def ray_endpoint(address: str) -> tuple[str, int] | None:
@@ -71,46 +138,61 @@ class RayBackend:
         self.settings, self.data_seed = settings, data_seed
 
     def check(self) -> None:
-        """Before anything is written: is anything listening at ``--address``?  (Resources are
-        checked against the cluster once connected.)  Ray itself would retry for ever."""
+        """Before anything is written: is a Ray cluster listening at ``--address``, and does it
+        (or this machine, when Ray will start here) have the CPUs and GPUs a trial asks for?
+        Ray itself would retry a dead address for ever and wait for resources for ever."""
         if self.settings.address is None:
+            import torch
+
+            problem = resource_problem({"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()},
+                                       self.settings, "this machine")
+            if problem:
+                raise UserError(problem)
             return
         endpoint = ray_endpoint(self.settings.address)
-        if endpoint is None:
-            return  # 'auto' / 'local': Ray finds or starts the cluster itself
-        host, port = endpoint
+        if endpoint is not None:  # 'auto' / 'local': Ray finds or starts the cluster itself
+            host, port = endpoint
+            try:
+                socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+            except OSError as exc:
+                why = (f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, socket.timeout)
+                       else (exc.strerror or str(exc) or type(exc).__name__).lower())
+                raise UserError(f"cannot reach the Ray cluster at --address '{self.settings.address}' ({why}): "
+                                f"start it there with `ray start --head --port {port}`, or check HOST:PORT") from None
+        problem = resource_problem(probe_cluster(self.settings.address), self.settings, "the cluster")
+        if problem:
+            raise UserError(problem)
+
+    def _connect(self):  # noqa: ANN202 - the ray module
+        """Join (or start) the cluster; Ray's own retries and warnings go to a log file, and a
+        failure is one line."""
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        import ray
+
+        if ray.is_initialized():
+            return ray
+        joining = self.settings.address not in (None, "local")  # a local start keeps its own output
+        log = ""
         try:
-            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-        except OSError as exc:
-            why = (f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, socket.timeout)
-                   else (exc.strerror or str(exc) or type(exc).__name__).lower())
-            raise UserError(f"cannot reach the Ray cluster at --address '{self.settings.address}' ({why}): "
-                            f"start it there with `ray start --head --port {port}`, or check HOST:PORT") from None
+            with _stderr_to_log() if joining else contextlib.nullcontext("") as log:
+                ray.init(address=self.settings.address, log_to_driver=False, ignore_reinit_error=True,
+                         include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot join the Ray cluster at --address '{self.settings.address}': {first} "
+                            f"(is a Ray head running there?{f' Ray said more in {log}' if log else ''})") from None
+        return ray
 
     def run(self, todo: Sequence[TrialSpec], space: Sequence[str], run: RunDir, context: TrialContext,
             on_row: OnRow) -> None:
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        import ray
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
 
-        settings = self.settings
+        ray = self._connect()
         try:
-            ray.init(address=settings.address, log_to_driver=False, ignore_reinit_error=True,
-                     include_dashboard=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot join the Ray cluster at --address '{settings.address}': {first}") from None
-        try:
-            cluster = ray.cluster_resources()
-            if settings.cpus_per_trial > cluster.get("CPU", 0):
-                raise UserError(f"--cpus-per-trial {settings.cpus_per_trial:g} is more than the cluster has "
-                                f"({cluster.get('CPU', 0):g} CPUs)")
-            if settings.gpus_per_trial > cluster.get("GPU", 0):
-                raise UserError(f"--gpus-per-trial {settings.gpus_per_trial:g} is more than the cluster has "
-                                f"({cluster.get('GPU', 0):g} GPUs)")
-            if context.device.startswith("cuda") and not cluster.get("GPU", 0):
-                raise UserError(f"--device {context.device}: the Ray cluster has no GPU")
+            problem = resource_problem(ray.cluster_resources(), self.settings, "the cluster", context.device)
+            if problem:
+                raise UserError(problem)
             self._fit(todo, run, context, on_row, tune, ASHAScheduler)
         finally:
             ray.shutdown()

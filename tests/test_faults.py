@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
@@ -525,7 +526,8 @@ def test_ray_address_where_something_else_listens_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("option, value, what", [("--cpus-per-trial", "4096", "CPUs"),
-                                                 ("--gpus-per-trial", "64", "GPUs")])
+                                                 ("--gpus-per-trial", "64", "GPUs")]
+                         + ([] if torch.cuda.is_available() else [("--device", "cuda", "no GPU")]))
 def test_ray_resources_beyond_this_machine_refused_before_any_file(tmp_path, option, value, what):
     new = tmp_path / "new-run"
     args = [a for a in TINY]

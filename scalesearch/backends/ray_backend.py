@@ -145,7 +145,7 @@ class RayBackend:
             import torch
 
             problem = resource_problem({"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()},
-                                       self.settings, "this machine")
+                                       self.settings, "this machine", self._asked_device())
             if problem:
                 raise UserError(problem)
             return
@@ -159,9 +159,15 @@ class RayBackend:
                        else (exc.strerror or str(exc) or type(exc).__name__).lower())
                 raise UserError(f"cannot reach the Ray cluster at --address '{self.settings.address}' ({why}): "
                                 f"start it there with `ray start --head --port {port}`, or check HOST:PORT") from None
-        problem = resource_problem(probe_cluster(self.settings.address), self.settings, "the cluster")
+        problem = resource_problem(probe_cluster(self.settings.address), self.settings, "the cluster",
+                                   self._asked_device())
         if problem:
             raise UserError(problem)
+
+    def _asked_device(self) -> str | None:
+        """The device named with --device (cuda or cuda:N), None for auto and cpu."""
+        device = self.settings.device
+        return device if device.startswith("cuda") else None
 
     def _connect(self):  # noqa: ANN202 - the ray module
         """Join (or start) the cluster; Ray's own retries and warnings go to a log file, and a

@@ -19,7 +19,7 @@ def test_the_walkthrough_notebook_executes(tmp_path):
     # the smoke reproduction wrote what the issue asks of it, through the real command
     out = tmp_path / "runs" / "notebook-figure8"
     table = pd.read_csv(out / "figure8.csv")
-    assert (table.kind == "summary").sum() == 17 and table.query("kind == 'trial'").top1.notna().all()
+    assert (table.kind == "summary").sum() == 18 and table.query("kind == 'trial'").top1.notna().all()
     assert (out / "figure8.png").stat().st_size > 10_000 and (out / "figure8.svg").is_file()
     assert (tmp_path / "runs" / "notebook-curves.png").is_file()
     assert (tmp_path / "runs" / "notebook-grid" / "family.csv").is_file()

@@ -716,8 +716,8 @@ def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[Base
     for base in dict.fromkeys(m.row.base for m in models):
         group = [m for m in models if m.row.base == base]
         paper = [m for m in group if m.row.paper_top1 is not None] or group
-        compound_rows = [m for m in group if m.row.method == "compound" and (m in paper or m.row.match)]
-        compound_rows = [m for m in compound_rows if m is compound_rows[0] or m.row.match]
+        first = next((m for m in paper if m.row.method == "compound"), None)
+        compound_rows = [m for m in group if m is first or (m.row.method == "compound" and m.row.match)]
         singles = [m for m in paper if m.row.method in SINGLES]
         if not compound_rows or not singles:
             continue

@@ -6,12 +6,10 @@ A user who outgrows one machine runs ``ray start --head`` there, ``ray start
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
-import tempfile
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from ..errors import UserError
 from ..settings import BackendSettings
@@ -105,24 +103,6 @@ def resource_problem(cluster: dict[str, float], settings: BackendSettings, where
     return None
 
 
-@contextlib.contextmanager
-def _stderr_to_log() -> Iterator[str]:
-    """Send file descriptor 2 to a log file for the block (Ray's C++ core writes its
-    connection retries there directly, a warning a second) and yield its path.  The log is
-    removed when the block succeeds and kept, for the user to read, when it raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.NamedTemporaryFile("w", prefix="scalesearch-ray-", suffix=".log", delete=False) as log:
-        os.dup2(log.fileno(), 2)
-    try:
-        yield log.name
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-    os.unlink(log.name)
-
-
 def ray_endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) of a ``[ray://]HOST:PORT`` address; None for 'auto' and 'local'."""
     if address in ("auto", "local"):
@@ -170,23 +150,17 @@ class RayBackend:
         return device if device.startswith("cuda") else None
 
     def _connect(self):  # noqa: ANN202 - the ray module
-        """Join (or start) the cluster; Ray's own retries and warnings go to a log file, and a
-        failure is one line."""
+        """Join (or start) the cluster that ``check`` probed; a failure is one line."""
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         import ray
 
-        if ray.is_initialized():
-            return ray
-        joining = self.settings.address not in (None, "local")  # a local start keeps its own output
-        log = ""
         try:
-            with _stderr_to_log() if joining else contextlib.nullcontext("") as log:
-                ray.init(address=self.settings.address, log_to_driver=False, ignore_reinit_error=True,
-                         include_dashboard=False)
+            ray.init(address=self.settings.address, log_to_driver=False, ignore_reinit_error=True,
+                     include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot join the Ray cluster at --address '{self.settings.address}': {first} "
-                            f"(is a Ray head running there?{f' Ray said more in {log}' if log else ''})") from None
+                            f"(is a Ray head running there?)") from None
         return ray
 
     def run(self, todo: Sequence[TrialSpec], space: Sequence[str], run: RunDir, context: TrialContext,

@@ -236,7 +236,7 @@ def grid(
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Train exactly these candidate ids, e.g. 0,4,77 (see candidates.csv)."),
-    order: Optional[str] = typer.Option(None, "--order", help=_help("Which kept candidates --max-trials takes first: random (seeded), nearest (to the target) or id.", "order")),
+    order: Optional[str] = typer.Option(None, "--order", help=_help("Which kept candidates --max-trials takes first: random (seeded), nearest (to the target), spread (farthest-point: the grid's corners first) or id.", "order")),
     phi_max: Optional[int] = typer.Option(None, "--phi-max", help=_help("Extrapolate the family to this phi.", "phi_max")),
     backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune).", "backend")),
     address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),

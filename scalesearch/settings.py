@@ -32,7 +32,7 @@ from .scaling import Rounding
 BACKENDS = ("optuna", "ray")
 MAX_EPOCHS = 10_000       # per trial
 MAX_IMAGES = 10**12       # per trial
-ORDERS = ("random", "nearest", "id")
+ORDERS = ("random", "nearest", "spread", "id")
 # TrainConfig fields that a trial sets itself (one seed per trial, the device and threads it runs on).
 PER_TRIAL = ("seed", "device", "threads")
 
@@ -137,7 +137,7 @@ class SearchSettings:
     seeds: int = 1                    # trials per candidate, each with its own seed
     max_trials: int | None = None     # train at most N candidates
     candidates: tuple[int, ...] | None = None  # train exactly these candidate ids
-    order: str = "random"             # which kept candidates come first: random (seeded), nearest, id
+    order: str = "random"             # which kept candidates come first: random (seeded), nearest, spread, id
     phi_max: int = 7                  # extrapolate the family to this phi
     out: str | None = None            # run directory
     grid: GridSpec = field(default_factory=GridSpec)

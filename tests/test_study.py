@@ -176,6 +176,21 @@ def test_chosen_candidates_and_orders(tmp_path):
     assert backend.ran == [f"c{min(kept, key=lambda c: (abs(c.flops_ratio - target), c.id)).id}-s0"]
 
 
+def test_spread_order_takes_the_grids_corners_first():
+    from types import SimpleNamespace
+    from scalesearch.grid import spread_order
+    # A depth-, a width- and a resolution-heavy point around a cluster of compound ones.
+    shapes = [(1.2, 1.1, 1.15), (1.25, 1.1, 1.1), (2.0, 1.0, 1.0), (1.2, 1.15, 1.1),
+              (1.0, 1.4, 1.0), (1.0, 1.0, 1.4), (1.15, 1.1, 1.15)]
+    kept = [SimpleNamespace(id=i, alpha=a, beta=b, gamma=g) for i, (a, b, g) in enumerate(shapes)]
+    order = [c.id for c in spread_order(kept)]
+    assert order[0] == 2                      # farthest from the centre: the deepest
+    assert set(order[:3]) == {2, 4, 5}        # then the other two corners
+    assert sorted(order) == list(range(len(shapes)))    # every candidate, once
+    assert [c.id for c in spread_order(list(reversed(kept)))] == order     # the order is fixed
+    assert spread_order([]) == []
+
+
 # -- the run directory ------------------------------------------------------------------------
 
 def test_the_lock_refuses_a_second_process(tmp_path):

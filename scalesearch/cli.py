@@ -341,6 +341,8 @@ def _summary(result) -> None:  # noqa: ANN001 - GridResult
                f"{best['params']:,} params, {best['flops']:,} FLOPs ({best['flops_ratio']:.3f}x the base)")
     typer.echo("family (d = alpha^phi, w = beta^phi; resolution fitted so measured FLOPs follow the target^phi):")
     typer.echo(_family_table(result.family))
+    if result.family_note:
+        typer.echo(f"note: {result.family_note}")
     typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
     typer.echo(line)
 

@@ -80,7 +80,16 @@ def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: 
 
 def check_reachable(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int, rounding: Rounding,
                     target: float, base_flops: int) -> None:
-    """Before any fit: refuse a member whose resolution, to reach target^phi, could not be built.
+    """Before any fit: refuse a member whose resolution, to reach target^phi, could not be built."""
+    last, why = reachable_phi(base, alpha, beta, gamma, phi_max, rounding, target, base_flops)
+    if why is not None:
+        raise UserError(f"{why}; lower --phi-max or --target-flops")
+
+
+def reachable_phi(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int, rounding: Rounding,
+                  target: float, base_flops: int) -> tuple[int, str | None]:
+    """The last phi <= ``phi_max`` up to which every fitted member can be built, and why the
+    next one cannot (None when all can).
 
     FLOPs grow with the square of the resolution, so one count at the base resolution
     predicts the fitted one; its size is checked on shapes alone (no allocation), at 90% of
@@ -92,13 +101,13 @@ def check_reachable(base: NetworkSpec, alpha: float, beta: float, gamma: float, 
 
     for phi in range(phi_max + 1):
         d, w, _ = compound(alpha, beta, gamma, phi)
+        predicted = float(base.resolution)
         try:
             widened = scale(base, d, w, 1.0, rounding)
             ratio = target**phi * base_flops / count_cost(widened).flops
             predicted = base.resolution * math.sqrt(max(ratio, 1.0))
             check_memory(list(iter_parts(widened.replace(resolution=max(base.resolution, int(0.9 * predicted))))))
         except UserError as exc:
-            raise type(exc)(f"family member phi = {phi} (d = {d:.3g}, w = {w:.3g}, about "
-                            f"{locals().get('predicted', base.resolution):,.0f} px to reach {target:g}^{phi} = "
-                            f"{target**phi:,.4g}x the base's FLOPs) cannot be built: {exc}; lower --phi-max or "
-                            f"--target-flops") from None
+            return phi - 1, (f"family member phi = {phi} (d = {d:.3g}, w = {w:.3g}, about {predicted:,.0f} px to "
+                             f"reach {target:g}^{phi} = {target**phi:,.4g}x the base's FLOPs) cannot be built: {exc}")
+    return phi_max, None

@@ -71,6 +71,7 @@ class GridResult:
     verdict: Verdict | None = None
     best: dict[str, Any] | None = None
     family: list[dict[str, Any]] = field(default_factory=list)
+    family_note: str | None = None   # why the family stops before --phi-max, when it does
     files: list[Path] = field(default_factory=list)
     resumed: bool = False
     skipped: int = 0
@@ -245,7 +246,7 @@ def check_classifiable(dataset: Any, data: Any) -> None:
 
 def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table,  # noqa: ANN001
                            chosen, trials, dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
-    from .family import family
+    from .family import family, reachable_phi
     from .plots import plot_run
 
     run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
@@ -293,7 +294,12 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     result.verdict = verdict(result.summaries)
     result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started)
     best = result.best
-    result.family = family(base, best["alpha"], best["beta"], best["gamma"], settings.phi_max, settings.rounding,
+    # The trials are done and saved: a family member too large to build ends the family
+    # there (said on screen) rather than failing the search.
+    last, why = reachable_phi(base, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
+                              settings.rounding, target_ratio, base_cost.flops)
+    result.family_note = why and f"the family stops at phi = {last}: {why}"
+    result.family = family(base, best["alpha"], best["beta"], best["gamma"], last, settings.rounding,
                            target=target_ratio, tolerance=settings.grid.tolerance)
     write_csv(run / FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)

@@ -176,6 +176,20 @@ def test_chosen_candidates_and_orders(tmp_path):
     assert backend.ran == [f"c{min(kept, key=lambda c: (abs(c.flops_ratio - target), c.id)).id}-s0"]
 
 
+def test_a_family_member_too_large_to_build_ends_the_family_not_the_search(tmp_path, monkeypatch):
+    import scalesearch.cost as cost
+
+    # A limit that phi = 0 and 1 fit under and every 4x member (phi = 2) does not.
+    monkeypatch.setattr(cost, "MEMORY_LIMIT_GIB", 0.0008)
+    result, backend = grid(settings(tmp_path, phi_max=3, max_trials=2, order="id"))
+    assert [row["phi"] for row in result.family] == [0, 1]
+    assert result.family_note.startswith("the family stops at phi = 1: family member phi = 2 ")
+    assert "cannot be built" in result.family_note
+    run = tmp_path / "run"
+    assert json.loads((run / "best.json").read_text())["candidate"] == result.best["candidate"]
+    assert len(pd.read_csv(run / "family.csv")) == 2 and len(pd.read_csv(run / "trials.csv")) == 2
+
+
 def test_spread_order_takes_the_grids_corners_first():
     from types import SimpleNamespace
     from scalesearch.grid import spread_order

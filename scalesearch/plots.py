@@ -176,7 +176,11 @@ def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
         ax.grid(alpha=0.3)
         ax.margins(x=0.06, y=0.12)
         legend_title = f"hollow: {diverged} point(s) at chance (diverged), not compared" if diverged else None
-        ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="best")
+        else:  # nothing trained yet, or nothing healthy: say so rather than an empty legend
+            ax.text(0.5, 0.5, legend_title or "no trained point yet", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="0.4")
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, stem)

@@ -306,3 +306,19 @@ def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
     assert code == 2 and "exists" in stderr                           # never overwritten
 
 # `reproduce figure8 --budget smoke` through the real command runs in tests/test_notebook.py.
+
+
+def test_a_panel_with_nothing_trained_is_drawn_without_a_warning(tmp_path):
+    import warnings
+
+    from scalesearch.curves import Point, Series
+    from scalesearch.plots import draw_curves
+
+    panels = {"untrained": [Series("width", [Point(1e6, None), Point(2e6, None)])],
+              "at chance": [Series("depth", [Point(1e6, 10.0, diverged=True)])]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # matplotlib's empty-legend warning would raise
+        paths = draw_curves(panels, tmp_path / "empty")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
+    svg = (tmp_path / "empty.svg").read_text()
+    assert "no trained point yet" in svg and "1 point(s) at chance" in svg

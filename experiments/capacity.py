@@ -2,11 +2,12 @@
 
 Trains resnet20-cifar scaled by width, depth or resolution (factors chosen with
 ``scalesearch.scale``, FLOPs measured with ``scalesearch.cost.count_cost``) under one
-fixed recipe and budget (TrainConfig's defaults but a higher base rate, ``--epochs``
-passes over ``--train`` images), several seeds each, and writes a table of held-out top-1:
+fixed recipe and budget (TrainConfig's defaults, ``--epochs`` passes over ``--train``
+images), several seeds each, and writes a table of held-out top-1, each row compared with 1x by the rule every
+ranking uses (separable when the gap of the means is above twice the pooled spread):
 
-    python experiments/capacity.py [--dataset synthetic] [--train 3000] [--val 1000] [--epochs 4]
-                                   [--seeds 3] [--lr-per-256 1.6] [--out experiments/results/capacity]
+    python experiments/capacity.py --dataset synthetic:hard --train 12000 --val 2000 --epochs 1 \
+        --seeds 3 --threads 1 --out experiments/results/capacity-hard
 
 The data set is fixed (data seed 0); a seed changes the initial weights and the
 training order.  ``chance`` is 1 / classes; ``at_chance`` is the held-out accuracy a
@@ -29,6 +30,7 @@ from scalesearch.cost import count_cost
 from scalesearch.data import open_dataset
 from scalesearch.models import build
 from scalesearch.scaling import scale
+from scalesearch.study import Summary, compare
 from scalesearch.train import TrainConfig, chance_threshold, train_candidate
 
 # (name, d, w, r): FLOPs about 1x, 2x by one dimension each, and 4x by all three.
@@ -40,7 +42,8 @@ CONFIGS = (
     ("4x (d+w+r)", 1.34, 1.22, 1.13),
 )
 COLUMNS = ("config", "d", "w", "r", "resolution", "flops_ratio", "top1_mean", "top1_std", "n",
-           "chance", "at_chance_below", "diverged", "seconds_per_run")
+           "chance", "at_chance_below", "diverged", "seconds_per_run", "gap_vs_1x", "spread_vs_1x",
+           "verdict_vs_1x")
 
 
 def main() -> None:
@@ -52,8 +55,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lr-per-256", type=float, default=1.6,
-                        help="the recipe's base rate (TrainConfig's default is lower: see the report)")
+    parser.add_argument("--lr-per-256", type=float, default=TrainConfig().lr_per_256,
+                        help="the recipe's base rate (default: TrainConfig's; the runs before "
+                             "experiments/results/capacity-hard used 1.6)")
     parser.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
                         help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
     parser.add_argument("--merge", action="store_true",
@@ -99,7 +103,27 @@ def main() -> None:
         elapsed += sum(float(row["seconds_per_run"]) * int(row["n"]) for row in kept.values())
         by_name = {**kept, **{row["config"]: row for row in rows}}
         rows = [by_name[c[0]] for c in CONFIGS if c[0] in by_name]
-    write(args, dataset, config, rows, elapsed)
+    write(args, dataset, config, with_verdicts(rows), elapsed)
+
+
+def with_verdicts(rows: list[dict]) -> list[dict]:
+    """Each row against the 1x row by the rule every ranking uses (``study.compare``): the
+    gap of the means, the pooled seed-to-seed spread, separable when the gap is above twice
+    that spread."""
+    def summary(i: int, row: dict) -> Summary:
+        return Summary(candidate=i, n=int(row["n"]), top1_mean=float(row["top1_mean"]),
+                       top1_std=float(row["top1_std"]), loss_mean=None, diverged=int(row["diverged"]),
+                       pruned=0, rows=[])
+    base = next((summary(0, row) for row in rows if row["config"] == "1x"), None)
+    out = []
+    for i, row in enumerate(rows):
+        v = compare(summary(i, row), base, "1x") if base is not None and row["config"] != "1x" else None
+        gap, spread = (v.gap, v.spread) if v is not None else (None, None)
+        verdict = "-" if v is None or spread is None else (
+            "separable" if v.separable else "within noise")
+        out.append({**row, "gap_vs_1x": "-" if gap is None else f"{100 * gap:+.1f}",
+                    "spread_vs_1x": "-" if spread is None else f"{100 * spread:.1f}", "verdict_vs_1x": verdict})
+    return out
 
 
 def write(args: argparse.Namespace, dataset, config: TrainConfig, rows: list[dict], elapsed: float) -> None:

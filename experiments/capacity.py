@@ -3,8 +3,9 @@
 Trains resnet20-cifar scaled by width, depth or resolution (factors chosen with
 ``scalesearch.scale``, FLOPs measured with ``scalesearch.cost.count_cost``) under one
 fixed recipe and budget (TrainConfig's defaults, ``--epochs`` passes over ``--train``
-images), several seeds each, and writes a table of held-out top-1, each row compared with 1x by the rule every
-ranking uses (separable when the gap of the means is above twice the pooled spread):
+images), several seeds each, and writes a table of held-out top-1, each row compared with
+1x by the rule every ranking uses (separable when the gap of the means is above twice the
+pooled spread):
 
     python experiments/capacity.py --dataset synthetic:hard --train 12000 --val 2000 --epochs 1 \
         --seeds 3 --threads 1 --out experiments/results/capacity-hard
@@ -110,19 +111,18 @@ def with_verdicts(rows: list[dict]) -> list[dict]:
     """Each row against the 1x row by the rule every ranking uses (``study.compare``): the
     gap of the means, the pooled seed-to-seed spread, separable when the gap is above twice
     that spread."""
-    def summary(i: int, row: dict) -> Summary:
-        return Summary(candidate=i, n=int(row["n"]), top1_mean=float(row["top1_mean"]),
+    def summary(row: dict) -> Summary:
+        return Summary(candidate=0, n=int(row["n"]), top1_mean=float(row["top1_mean"]),
                        top1_std=float(row["top1_std"]), loss_mean=None, diverged=int(row["diverged"]),
                        pruned=0, rows=[])
-    base = next((summary(0, row) for row in rows if row["config"] == "1x"), None)
+    base = next((summary(row) for row in rows if row["config"] == "1x"), None)
     out = []
-    for i, row in enumerate(rows):
-        v = compare(summary(i, row), base, "1x") if base is not None and row["config"] != "1x" else None
-        gap, spread = (v.gap, v.spread) if v is not None else (None, None)
-        verdict = "-" if v is None or spread is None else (
-            "separable" if v.separable else "within noise")
-        out.append({**row, "gap_vs_1x": "-" if gap is None else f"{100 * gap:+.1f}",
-                    "spread_vs_1x": "-" if spread is None else f"{100 * spread:.1f}", "verdict_vs_1x": verdict})
+    for row in rows:
+        v = compare(summary(row), base, "1x") if base is not None and row["config"] != "1x" else None
+        known = v is not None and v.spread is not None
+        out.append({**row, "gap_vs_1x": f"{100 * v.gap:+.1f}" if v is not None else "-",
+                    "spread_vs_1x": f"{100 * v.spread:.1f}" if known else "-",
+                    "verdict_vs_1x": ("separable" if v.separable else "within noise") if known else "-"})
     return out
 
 

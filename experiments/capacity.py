@@ -12,7 +12,9 @@ pooled spread):
 
 The data set is fixed (data seed 0); a seed changes the initial weights and the
 training order.  ``chance`` is 1 / classes; ``at_chance`` is the held-out accuracy a
-run must exceed not to be marked at chance (see ``scalesearch.train.divergence``).
+run must exceed not to be marked at chance (see ``scalesearch.train.divergence``);
+``clipped`` is the mean fraction of steps whose gradient norm the clip cut down
+(``TrainResult.clipped``).  ``--clip-norm 0`` trains without the clip.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ CONFIGS = (
     ("4x (d+w+r)", 1.34, 1.22, 1.13),
 )
 COLUMNS = ("config", "d", "w", "r", "resolution", "flops_ratio", "top1_mean", "top1_std", "n",
-           "chance", "at_chance_below", "diverged", "seconds_per_run", "gap_vs_1x", "spread_vs_1x",
+           "chance", "at_chance_below", "diverged", "clipped", "seconds_per_run", "gap_vs_1x", "spread_vs_1x",
            "verdict_vs_1x")
 
 
@@ -59,6 +61,8 @@ def main() -> None:
     parser.add_argument("--lr-per-256", type=float, default=TrainConfig().lr_per_256,
                         help="the recipe's base rate (default: TrainConfig's; the runs before "
                              "experiments/results/capacity-hard used 1.6)")
+    parser.add_argument("--clip-norm", type=float, default=TrainConfig().clip_norm,
+                        help="global gradient-norm clip (default: TrainConfig's; 0: no clipping)")
     parser.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
                         help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
     parser.add_argument("--merge", action="store_true",
@@ -70,7 +74,8 @@ def main() -> None:
     dataset = open_dataset(args.dataset, train_subset=args.train, val_subset=args.val, seed=0)
     base = get_base(args.base).replace(num_classes=dataset.num_classes)
     base_flops = count_cost(base).flops
-    config = TrainConfig(epochs=args.epochs, threads=args.threads, lr_per_256=args.lr_per_256)
+    config = TrainConfig(epochs=args.epochs, threads=args.threads, lr_per_256=args.lr_per_256,
+                         clip_norm=args.clip_norm or None)
     chance = 1 / dataset.num_classes
     threshold = chance_threshold(dataset.num_classes, dataset.n_val)
     wanted = args.configs.split(",")
@@ -82,7 +87,7 @@ def main() -> None:
     for name, d, w, r in chosen:
         spec = scale(base, d=d, w=w, r=r)
         flops_ratio = count_cost(spec).flops / base_flops
-        top1s, diverged, seconds = [], 0, []
+        top1s, diverged, seconds, clipped = [], 0, [], []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
             model = build(spec, feature_norm=config.feature_norm)
@@ -90,13 +95,15 @@ def main() -> None:
             top1s.append(result.top1)
             diverged += bool(result.diverged)
             seconds.append(result.seconds)
+            clipped.append(result.clipped)
             print(f"  {name:14s} seed {seed}: top-1 {result.top1:.3f}  loss {result.loss:.3f}  "
                   f"{result.seconds:.0f} s {result.diverged}", flush=True)
         rows.append({"config": name, "d": d, "w": w, "r": r, "resolution": spec.resolution,
                      "flops_ratio": round(flops_ratio, 3), "top1_mean": round(statistics.mean(top1s), 4),
                      "top1_std": round(statistics.stdev(top1s), 4) if len(top1s) > 1 else 0.0,
                      "n": len(top1s), "chance": round(chance, 4), "at_chance_below": round(threshold, 4),
-                     "diverged": diverged, "seconds_per_run": round(statistics.mean(seconds), 1)})
+                     "diverged": diverged, "clipped": round(statistics.mean(clipped), 3),
+                     "seconds_per_run": round(statistics.mean(seconds), 1)})
     elapsed = time.perf_counter() - started
     if args.merge and (args.out / "capacity.csv").is_file():
         with open(args.out / "capacity.csv", newline="") as f:
@@ -129,7 +136,7 @@ def with_verdicts(rows: list[dict]) -> list[dict]:
 def write(args: argparse.Namespace, dataset, config: TrainConfig, rows: list[dict], elapsed: float) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "capacity.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="-")
         writer.writeheader()
         writer.writerows(rows)
     header = "| " + " | ".join(COLUMNS) + " |"
@@ -139,17 +146,17 @@ def write(args: argparse.Namespace, dataset, config: TrainConfig, rows: list[dic
         f"Data: {dataset.name}, {dataset.num_classes} classes, {dataset.n_train} train / {dataset.n_val} "
         f"held-out images (data seed 0).  Recipe: TrainConfig defaults but lr_per_256 {config.lr_per_256:g} ({config.epochs:g} epochs, batch "
         f"{config.batch_size}, lr {config.peak_lr():g}, weight decay {config.weight_decay:g}, label smoothing "
-        f"{config.label_smoothing:g}, warm-up {config.warmup:g}, clip norm {config.clip_norm:g}), "
+        f"{config.label_smoothing:g}, warm-up {config.warmup:g}, clip norm {config.clip_norm if config.clip_norm else 'off'}), "
         f"{config.threads} threads, CPU ({platform.processor() or platform.machine()}).  "
         f"{args.seeds} seeds per config (initial weights and training order).",
         "",
         f"Command: `python experiments/capacity.py --dataset {args.dataset} --train {args.train} --val {args.val} "
-        f"--epochs {args.epochs:g} --seeds {args.seeds} --threads {args.threads} --lr-per-256 {args.lr_per_256:g}`; "
+        f"--epochs {args.epochs:g} --seeds {args.seeds} --threads {args.threads} --lr-per-256 {args.lr_per_256:g} --clip-norm {args.clip_norm:g}`; "
         f"{'training time of the rows (merged runs)' if args.merge else 'wall time'} {elapsed / 60:.1f} min.",
         "",
         header,
         "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows),
+        *("| " + " | ".join(str(row.get(c, "-")) for c in COLUMNS) + " |" for row in rows),
         "",
     ]
     text = "\n".join(lines)

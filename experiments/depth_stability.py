@@ -1,9 +1,10 @@
 """Do deep candidates train above chance where the base does?  resnet20-cifar and resnet18 at
-d = 1, 2, 4 (32 px), the default recipe, the built-in synthetic task, 2 seeds each.
+d = 1, 2, 4 (32 px unless --resolution), the default recipe, the built-in synthetic task, 2 seeds each.
 
     python experiments/depth_stability.py  [--train 2000 --val 500 --epochs 4 --seeds 2]
                                            [--bases resnet20-cifar,resnet18 --depths 1,2,4]
                                            [--clip-norm 5 --bn-recalibration 0]   (the old recipe)
+                                           [--resolution 64]   (the base resolution, 32 by default)
 
 Prints a markdown table and writes it, row by row as each finishes (so a stopped run keeps
 what it measured), to experiments/results/depth/table.md; depth.md holds the write-up.
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--epochs", type=float, default=4)
+    ap.add_argument("--resolution", type=int, default=32, help="base resolution in pixels")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bases", default="resnet20-cifar,resnet18")
@@ -73,7 +75,7 @@ def main() -> None:
             f"Recipe: TrainConfig defaults but as given: lr {recipe.peak_lr():g} at batch {recipe.batch_size}, "
             f"warm-up {recipe.warmup:g}, clip norm {recipe.clip_norm:g}, BN recalibration on "
             f"{args.bn_recalibration} training images, feature norm {'on' if recipe.feature_norm else 'off'}; "
-            f"{args.epochs:g} epochs, {args.threads} threads, 32 px, "
+            f"{args.epochs:g} epochs, {args.threads} threads, {args.resolution} px, "
             f"seeds 0..{args.seeds - 1}.", "",
             "| base | d | layers | FLOPs ratio | top-1 per seed | mean (range) | running-BN top-1 per seed | "
             "final train loss per seed | marked | seconds per run |",
@@ -81,7 +83,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for name in args.bases.split(","):
-        base = get_base(name).replace(num_classes=data.num_classes, resolution=32)
+        base = get_base(name).replace(num_classes=data.num_classes, resolution=args.resolution)
         base_flops = count_cost(base).flops
         for d in (float(v) for v in args.depths.split(",")):
             spec = scale(base, d=d)
@@ -92,12 +94,12 @@ def main() -> None:
                 model = build(spec, feature_norm=recipe.feature_norm)
                 # Recalibration off in training, then once here: the same weights and the same
                 # final score as train_candidate with it on (see the module docstring).
-                result = train_candidate(model, data, 32, recipe.replace(seed=seed, bn_recalibration=0))
+                result = train_candidate(model, data, args.resolution, recipe.replace(seed=seed, bn_recalibration=0))
                 running.append(result.top1)
                 top1, loss = result.top1, result.loss
                 if args.bn_recalibration and math.isfinite(result.train_loss):
-                    recalibrate_bn(model, data, 32, recipe.batch_size, args.bn_recalibration, seed)
-                    top1, loss = evaluate(model, data, 32, 2 * recipe.batch_size)
+                    recalibrate_bn(model, data, args.resolution, recipe.batch_size, args.bn_recalibration, seed)
+                    top1, loss = evaluate(model, data, args.resolution, 2 * recipe.batch_size)
                 scores.append(top1)
                 losses.append(result.train_loss)
                 marks.append(divergence(top1, loss, result.train_loss, data.num_classes, data.n_val) or "ok")

@@ -137,7 +137,7 @@ def _help(text: str, name: str) -> str:
     from .settings import default_of
 
     value = default_of(name)
-    return f"{text} [default: {value if value is not None else 'none'}]"
+    return f"{text} (default: {value if value is not None else 'none'})"
 
 
 @app.command(name="family")
@@ -232,6 +232,7 @@ def grid(
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("Training batch size.", "batch_size")),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's rate, scaled with the batch size)."),
+    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help=_help("Clip each step's global gradient norm to this; 0: no clipping (trials.csv's 'clipped' says how often it acted).", "clip_norm")),
     seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
@@ -257,12 +258,16 @@ def grid(
                  alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
-                 batch_size=batch_size, lr=lr, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 batch_size=batch_size, lr=lr, clip_norm=clip_norm, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
                  order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
                  out=out)
     with user_errors():
+        if clip_norm == 0:  # the flag's "off"; the recipe's own word for it is None
+            flags["clip_norm"] = None
         settings = load_settings(config, flags) if config else build_settings({}, flags, source="options")
+        if clip_norm == 0:
+            settings = settings.replace(train=settings.train.replace(clip_norm=None))
         if settings.out is None:
             from .grid import default_out
 

@@ -94,6 +94,7 @@ class TrialRow:
     seconds: float | None = None
     images_per_second: float | None = None
     epochs: float | None = None
+    clipped: float | None = None      # fraction of steps the gradient clip cut down
     state: str = COMPLETE
     diverged: str = ""                # why a DIVERGED trial was marked so
     backend: str = ""
@@ -113,6 +114,7 @@ class TrialRow:
         if result is not None:
             for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs"):
                 values[name] = getattr(result, name)
+            values["clipped"] = getattr(result, "clipped", None)
             reason = getattr(result, "diverged", "") or ""
             if reason and state == COMPLETE:
                 values.update(state=DIVERGED, diverged=reason)
@@ -141,7 +143,7 @@ class TrialRow:
                 if values[name] is not None:
                     values[name] = int(values[name])
             for name in ("alpha", "beta", "gamma", "d", "w", "r", "flops_ratio", "top1", "loss", "train_loss",
-                         "seconds", "images_per_second", "epochs"):
+                         "seconds", "images_per_second", "epochs", "clipped"):
                 if values[name] is not None:
                     values[name] = float(values[name])
         except (TypeError, ValueError):

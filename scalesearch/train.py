@@ -145,6 +145,9 @@ class TrainResult:
     ``top1`` and ``loss`` (plain cross-entropy) are measured on the held-out split at the
     end; ``train_loss`` is the mean training loss (with label smoothing) over the last
     epoch; ``images_per_second`` counts training time only, ``seconds`` everything.
+    ``clipped`` is the fraction of steps whose global gradient norm exceeded
+    ``clip_norm`` and was cut down to it (0 without clipping): near 1, the clip rescales
+    every step by 1 / norm, and so acts as a learning rate that differs between networks.
     ``diverged`` is "" for a healthy run, else why it is not (see ``divergence``).
     """
 
@@ -155,6 +158,7 @@ class TrainResult:
     images_per_second: float
     images_seen: int
     epochs: float
+    clipped: float = 0.0
     diverged: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -213,6 +217,7 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
     generator = torch.Generator().manual_seed(config.seed)
     bar = tqdm(total=total, desc=desc or "train", unit="batch", disable=None if progress else True, leave=False)
     step = epoch = 0
+    clipped = torch.zeros((), device=device)  # steps whose gradient norm the clip cut down
     train_seconds = 0.0
     top1 = loss = train_loss = math.nan
     with bar:
@@ -222,8 +227,10 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
             model.train()
             loss_sum, batches = torch.zeros((), device=device), 0
             for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
-                loss_sum += _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout), y,
-                                        device, config.clip_norm)
+                loss, was_clipped = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout),
+                                                y, device, config.clip_norm)
+                loss_sum += loss
+                clipped += was_clipped
                 schedule.step()
                 step, batches = step + 1, batches + 1
                 _update_bar(bar, step, loss_sum, batches, batch, tick, device)
@@ -245,21 +252,24 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
                        seconds=time.perf_counter() - start,
                        images_per_second=images / max(train_seconds, 1e-9),
                        images_seen=images, epochs=images / dataset.n_train,
+                       clipped=clipped.item() / max(step, 1),
                        diverged=divergence(top1, loss, train_loss, dataset.num_classes, dataset.n_val))
 
 
 def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                 x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                clip_norm: float | None) -> torch.Tensor:
+                clip_norm: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     with _autocast(device):
         loss = criterion(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clipped = torch.zeros((), device=loss.device)
     if clip_norm is not None:
         # A non-finite norm leaves non-finite weights, so the loss shows it and training stops.
-        nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=True)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=True)
+        clipped = (norm > clip_norm).float()
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), clipped
 
 
 # -- divergence -----------------------------------------------------------------------

@@ -43,7 +43,16 @@ def test_one_epoch_gives_sane_result(dataset):
     assert result.images_seen == 96 and result.epochs == 1.0
     assert result.seconds > 0 and result.images_per_second > 0
     assert set(result.as_dict()) == {"top1", "loss", "train_loss", "seconds", "images_per_second",
-                                     "images_seen", "epochs", "diverged"}
+                                     "images_seen", "epochs", "clipped", "diverged"}
+    assert 0.0 <= result.clipped <= 1.0
+
+
+def test_clipped_counts_the_steps_the_clip_cut_down(dataset):
+    """A clip far below any gradient norm cuts every step, none without one: the fraction
+    a user reads in trials.csv to see whether the clip acted as a learning rate."""
+    assert train(dataset, epochs=1, clip_norm=1e-6).clipped == 1.0
+    assert train(dataset, epochs=1, clip_norm=None).clipped == 0.0
+    assert train(dataset, epochs=1, clip_norm=1e6).clipped == 0.0
 
 
 def test_same_seed_is_repeatable_and_leaves_caller_rng_alone(dataset):

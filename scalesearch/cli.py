@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import os
 import sys
+import threading
 from typing import Iterator, Optional
 
 import typer
@@ -457,7 +459,31 @@ def curves(
         typer.echo(str(path))
 
 
+def redeliver_interrupts(default_hook):  # noqa: ANN001, ANN201
+    """An ``sys.unraisablehook`` that hands a Ctrl-C back to the main thread.
+
+    Python raises KeyboardInterrupt wherever the main thread is when the signal lands.  If
+    that is a callback Python cannot raise from (a weakref's, during garbage collection),
+    it prints "Exception ignored in ..." with a traceback and drops the interrupt, so the
+    search would go on as if nobody had pressed Ctrl-C.  This hook prints nothing for it
+    and raises it again in the main thread, where ``user_errors`` turns it into the one
+    "interrupted:" line; every other unraisable exception goes to ``default_hook``.
+    """
+    def hook(unraisable) -> None:  # noqa: ANN001
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # From another thread, a moment later, so that it lands after this hook has
+            # returned (raised in here, it would be dropped again).
+            timer = threading.Timer(0.01, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+            return
+        default_hook(unraisable)
+
+    return hook
+
+
 def main() -> None:
+    sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
     app()
 
 

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -443,6 +444,29 @@ def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tmp_path, caplog
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([*CMD, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_ctrl_c_inside_a_garbage_collection_callback_is_not_lost():
+    """Seen once in a fresh-clone run: Ctrl-C landed in a weakref callback, where Python
+    prints "Exception ignored ... Traceback" and drops the interrupt.  The command's hook
+    raises it again in the main thread, with no traceback."""
+    script = textwrap.dedent("""
+        import sys, weakref
+        from scalesearch.cli import redeliver_interrupts
+        sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
+        class Thing: pass
+        thing = Thing()
+        def callback(ref): raise KeyboardInterrupt
+        ref = weakref.ref(thing, callback)
+        try:
+            del thing
+            for _ in range(200): sum(range(100_000))
+            print("lost")
+        except KeyboardInterrupt:
+            print("caught")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.strip() == "caught" and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
 
 
 def test_kill_and_ctrl_c_at_random_points_then_resume(run_copy):

@@ -260,15 +260,13 @@ def grid(
                  alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
-                 batch_size=batch_size, lr=lr, clip_norm=clip_norm, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
                  order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
                  out=out)
     with user_errors():
-        if clip_norm == 0:  # the flag's "off"; the recipe's own word for it is None
-            flags["clip_norm"] = None
         settings = load_settings(config, flags) if config else build_settings({}, flags, source="options")
-        if clip_norm == 0:
+        if clip_norm == 0:  # the flag's "off"; the recipe's own word for it is None, which flags read as unset
             settings = settings.replace(train=settings.train.replace(clip_norm=None))
         if settings.out is None:
             from .grid import default_out

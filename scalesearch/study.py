@@ -112,9 +112,8 @@ class TrialRow:
                       params=trial.params, flops=trial.flops, flops_ratio=trial.flops_ratio, acts=trial.acts,
                       state=state, backend=backend)
         if result is not None:
-            for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs"):
+            for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs", "clipped"):
                 values[name] = getattr(result, name)
-            values["clipped"] = getattr(result, "clipped", None)
             reason = getattr(result, "diverged", "") or ""
             if reason and state == COMPLETE:
                 values.update(state=DIVERGED, diverged=reason)

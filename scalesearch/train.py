@@ -231,10 +231,11 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
             model.train()
             loss_sum, batches = torch.zeros((), device=device), 0
             for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
-                loss, was_clipped = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout),
-                                                y, device, config.clip_norm)
+                loss, norm = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout), y,
+                                         device, config.clip_norm)
                 loss_sum += loss
-                clipped += was_clipped
+                if norm is not None:
+                    clipped += norm > config.clip_norm
                 schedule.step()
                 step, batches = step + 1, batches + 1
                 _update_bar(bar, step, loss_sum, batches, batch, tick, device)
@@ -262,18 +263,19 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
 
 def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                 x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                clip_norm: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+                clip_norm: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step: (the loss, the gradient's global norm before clipping, or None
+    without clipping)."""
     with _autocast(device):
         loss = criterion(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    clipped = torch.zeros((), device=loss.device)
+    norm = None
     if clip_norm is not None:
         # A non-finite norm leaves non-finite weights, so the loss shows it and training stops.
         norm = nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=True)
-        clipped = (norm > clip_norm).float()
     optimizer.step()
-    return loss.detach(), clipped
+    return loss.detach(), norm
 
 
 # -- divergence -----------------------------------------------------------------------

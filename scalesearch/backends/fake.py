@@ -22,6 +22,7 @@ class FakeResult:
     seconds: float = 0.01
     images_per_second: float = 1000.0
     epochs: float | None = None
+    clipped: float = 0.0
     diverged: str = ""
 
 

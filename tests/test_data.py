@@ -53,6 +53,24 @@ def test_synthetic_levels_are_named_by_the_source():
     assert "synthetic:easy" in one_line_error("synthetic:medium")
 
 
+def test_the_harder_level_is_hard_made_harder_to_see():
+    """"harder" keeps "hard"'s 24 classes and visible gratings; only seeing them is harder:
+    smaller objects, more clutter, more sensor noise (measured on a flat grey image)."""
+    hard, harder = data.SYNTHETIC_LEVELS["hard"], data.SYNTHETIC_LEVELS["harder"]
+    ds = open_dataset("synthetic:harder", train_subset=48, val_subset=24)
+    assert ds.name == "synthetic:harder" and ds.classes == list(hard.classes)
+    assert harder.period_range[0] * 32 > 2
+    assert harder.radius_range[0] < hard.radius_range[0] and harder.clutter > hard.clutter
+    scenes = data.sample_scenes(64, seed=0, level=harder)
+    grey = dataclasses.replace(scenes, background=torch.full_like(scenes.background, 0.5),
+                               clutter_center=scenes.clutter_center[:, :0],
+                               colors=torch.full_like(scenes.colors, 0.5))
+    def noise(level):
+        x = data.render_scenes(grey, 32, noise=level.noise).float() / 255
+        return float(x.std())
+    assert noise(harder) == pytest.approx(0.12, abs=0.01) and noise(hard) == pytest.approx(0.04, abs=0.01)
+
+
 def test_every_shape_and_texture_renders_distinctly():
     """Each outline covers about the same area (size gives nothing away), and no two
     shapes or textures render alike."""

@@ -7,8 +7,8 @@ images), several seeds each, and writes a table of held-out top-1, each row comp
 1x by the rule every ranking uses (separable when the gap of the means is above twice the
 pooled spread):
 
-    python experiments/capacity.py --dataset synthetic:hard --train 12000 --val 2000 --epochs 1 \
-        --seeds 3 --threads 1 --out experiments/results/capacity-hard
+    python experiments/capacity.py --dataset synthetic:harder --train 12000 --val 2000 --epochs 2 \
+        --seeds 3 --threads 1 --out experiments/results/capacity-harder
 
 The data set is fixed (data seed 0); a seed changes the initial weights and the
 training order.  ``chance`` is 1 / classes; ``at_chance`` is the held-out accuracy a

@@ -227,7 +227,7 @@ def grid(
     nominal_tolerance: Optional[float] = typer.Option(None, "--nominal-tolerance", help=_help("... and whose alpha*beta^2*gamma^2 is within this fraction of the target ratio.", "nominal_tolerance")),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help=_help("stage: ceil(L_i * d) per stage (the reference rule); total: round(d * sum L_i) spread over the stages, one layer at a time.", "depth_rule")),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help=_help("'synthetic' (built in), an image-folder tree, or a CIFAR pickle folder.", "dataset")),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=_help("'synthetic' (built in; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder.", "dataset")),
     train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Train on N images (class-balanced)."),
     val_subset: Optional[int] = typer.Option(None, "--val-subset", help="Score on N held-out images."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
@@ -380,7 +380,7 @@ def plot(run_dir: str = typer.Argument(..., help="A run directory written by `sc
 def reproduce(
     experiment: Optional[str] = typer.Argument(None, help="table3 or figure8 (built in); leave out with --config."),
     config: Optional[str] = typer.Option(None, "--config", help="Your own experiment file (copy experiments/table3.yaml or figure8.yaml and edit it)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (built in, the default), an image-folder tree, or a CIFAR pickle folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (built in, the default; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder."),
     budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
     device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),

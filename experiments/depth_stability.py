@@ -1,10 +1,11 @@
 """Do deep candidates train above chance where the base does?  resnet20-cifar and resnet18 at
-d = 1, 2, 4 (32 px unless --resolution), the default recipe, the built-in synthetic task, 2 seeds each.
+d = 1, 2, 4 (32 px unless --resolution), the default recipe, the built-in synthetic task unless --dataset, 2 seeds each.
 
     python experiments/depth_stability.py  [--train 2000 --val 500 --epochs 4 --seeds 2]
                                            [--bases resnet20-cifar,resnet18 --depths 1,2,4]
                                            [--clip-norm 5 --bn-recalibration 0]   (the old recipe)
                                            [--resolution 64]   (the base resolution, 32 by default)
+                                           [--dataset ../shared/data/cifar10]   (synthetic by default)
 
 Prints a markdown table and writes it, row by row as each finishes (so a stopped run keeps
 what it measured), to experiments/results/depth/table.md; depth.md holds the write-up.
@@ -52,6 +53,8 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="synthetic",
+                    help="synthetic[:level] or a data folder (e.g. ../shared/data/cifar10)")
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--epochs", type=float, default=4)
@@ -67,11 +70,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # as train_candidate runs, for the recalibration here
-    data = open_dataset("synthetic", train_subset=args.train, val_subset=args.val, seed=0)
+    data = open_dataset(args.dataset, train_subset=args.train, val_subset=args.val, seed=0)
     recipe = TrainConfig(epochs=args.epochs, threads=args.threads, clip_norm=args.clip_norm,
                          feature_norm=args.feature_norm)
     line = f"chance {1 / data.num_classes:.1%}; at-chance line {chance_threshold(data.num_classes, data.n_val):.1%}"
-    rows = [f"Data: synthetic, {data.n_train} train / {data.n_val} held-out images, {data.num_classes} classes ({line}).",
+    rows = [f"Data: {args.dataset}, {data.n_train} train / {data.n_val} held-out images, {data.num_classes} classes ({line}).",
             f"Recipe: TrainConfig defaults but as given: lr {recipe.peak_lr():g} at batch {recipe.batch_size}, "
             f"warm-up {recipe.warmup:g}, clip norm {recipe.clip_norm:g}, BN recalibration on "
             f"{args.bn_recalibration} training images, feature norm {'on' if recipe.feature_norm else 'off'}; "

@@ -235,6 +235,8 @@ def grid(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("Training batch size.", "batch_size")),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's rate, scaled with the batch size)."),
     clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help=_help("Clip each step's global gradient norm to this; 0: no clipping (trials.csv's 'clipped' says how often it acted).", "clip_norm")),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=_help("sgd (Nesterov) or lars (the same with layer-wise rates: each weight tensor steps by --trust x its norm; see README, 'Deep candidates').", "optimizer")),
+    trust: Optional[float] = typer.Option(None, "--trust", help=_help("With --optimizer lars: each layer's step as a fraction of its weight norm.", "trust")),
     seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
@@ -260,12 +262,20 @@ def grid(
                  alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
-                 batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm,
+                 optimizer=optimizer, trust=trust, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
                  order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
                  out=out)
     with user_errors():
+        from .settings import SettingsError
+
+        if clip_norm is not None and not clip_norm >= 0:
+            raise SettingsError(f"--clip-norm must be > 0, or 0 for no clipping (got {clip_norm:g})")
         settings = load_settings(config, flags) if config else build_settings({}, flags, source="options")
+        if trust is not None and settings.train.optimizer != "lars":
+            raise SettingsError(f"--trust {trust:g} sets the layer-wise rate of --optimizer lars "
+                                f"(got optimizer {settings.train.optimizer!r})")
         if clip_norm == 0:  # the flag's "off"; the recipe's own word for it is None, which flags read as unset
             settings = settings.replace(train=settings.train.replace(clip_norm=None))
         if settings.out is None:
@@ -383,6 +393,7 @@ def reproduce(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (built in, the default; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder."),
     budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or lars (layer-wise rates); default: the experiment file's train.optimizer, else sgd."),
     device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
     backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna or ray; each row x seed is one trial.", "backend")),
     address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
@@ -405,7 +416,7 @@ def reproduce(
         settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
                                  backend=backend, address=address, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, out=out,
-                                 coefficients=coefficients or ())
+                                 coefficients=coefficients or (), optimizer=optimizer)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:

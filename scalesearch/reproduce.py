@@ -300,8 +300,9 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   seeds: int | None = None, device: str | None = None, backend: str | None = None,
                   address: str | None = None, cpus_per_trial: float | None = None,
                   gpus_per_trial: float | None = None, cache_dir: str | None = None, out: str | None = None,
-                  coefficients: Sequence[str] = ()) -> ReproduceSettings:
-    """Settings of a reproduction: the experiment's budget preset, then the given options on top."""
+                  coefficients: Sequence[str] = (), optimizer: str | None = None) -> ReproduceSettings:
+    """Settings of a reproduction: the experiment's budget preset, then the given options on top
+    (``optimizer`` replaces the experiment's ``train.optimizer``)."""
     from .train import TrainConfig
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -320,7 +321,7 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     data = DataSettings(dataset=dataset or "synthetic", train_subset=preset.pop("train_subset", None),
                         val_subset=preset.pop("val_subset", None), cache_dir=cache_dir)
     try:
-        train = TrainConfig(**{**exp.train, **preset})
+        train = TrainConfig(**{**exp.train, **preset, **({"optimizer": optimizer} if optimizer is not None else {})})
     except TypeError as exc:
         raise ExperimentError(f"{exp.source}: budgets.{budget}: {exc}") from None
     flags = dict(backend=backend, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,

@@ -105,11 +105,15 @@ def test_config_file_reproduces_a_run(tmp_path, proxy_run):
     assert (out / "candidates.csv").read_text() == (proxy_run[0] / "candidates.csv").read_text()
 
 
-def test_clip_norm_flag_sets_the_recipe_and_zero_turns_it_off(tmp_path):
+def test_clip_norm_and_optimizer_flags_set_the_recipe(tmp_path):
     for value, expected in (("0", None), ("3", 3.0)):
         out = tmp_path / f"clip-{value}"
         run("grid", *PROXY, "--clip-norm", value, "--dry-run", "--out", out)
         assert json.loads((out / "config.json").read_text())["settings"]["train"]["clip_norm"] == expected
+    out = tmp_path / "lars"
+    run("grid", *PROXY, "--optimizer", "lars", "--trust", "0.05", "--dry-run", "--out", out)
+    train = json.loads((out / "config.json").read_text())["settings"]["train"]
+    assert (train["optimizer"], train["trust"]) == ("lars", 0.05)
     help_text = run("grid", "--help", env={"COLUMNS": "200"}).stdout
     assert "(default: 1.0)" in help_text and "(default: 64)" in help_text   # defaults shown, not eaten as markup
 
@@ -189,7 +193,10 @@ def _one_line_error(proc, message):
     (["--target-flops", "0.5x"], "must be at least 1x"),
     (["--dataset", "no/such/folder"], "no/such/folder"),
     (["--tolerance", "0.0001", "--step", "0.3"], "no candidate is within the FLOPs tolerance"),
-    (["--clip-norm", "-1"], "train setting 'clip_norm' must be > 0"),
+    (["--clip-norm", "-1"], "--clip-norm must be > 0, or 0 for no clipping (got -1)"),
+    (["--optimizer", "adam"], "train setting 'optimizer' must be one of sgd, lars (got 'adam')"),
+    (["--trust", "0.1"], "--trust 0.1 sets the layer-wise rate of --optimizer lars (got optimizer 'sgd')"),
+    (["--optimizer", "lars", "--trust", "0"], "train setting 'trust' must be > 0 (got 0.0)"),
 ])
 def test_bad_input(tmp_path, extra, message):
     out = tmp_path / "out"

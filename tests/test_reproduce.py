@@ -222,6 +222,7 @@ def cli(*args):
     (["reproduce", "figure8", "--budget", "huge"], "--budget 'huge' is not a preset"),
     (["reproduce", "figure8", "--seeds", "0"], "--seeds"),
     (["reproduce", "figure8", "--backend", "slurm"], "backend"),
+    (["reproduce", "figure8", "--optimizer", "adam"], "train setting 'optimizer' must be one of sgd, lars"),
     (["reproduce", "--config", "{tmp}/nothing.yaml"], "does not exist"),
     (["reproduce", "--config", "{tmp}/bad.yaml"], "bases.resnet-9000"),
     (["reproduce", "--config", "{tmp}/norows.yaml"], "'rows' is missing"),
@@ -238,6 +239,18 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, args, named):
     assert code == 2 and named in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stdout + stderr
     assert digest(tmp_path) == before
+
+
+def test_the_optimizer_option_replaces_the_experiments_and_reaches_the_search(tmp_path):
+    assert make_settings(tiny_file(tmp_path), "smoke").train.optimizer == "sgd"
+    assert make_settings(tiny_file(tmp_path, train={"optimizer": "lars"}), "smoke").train.optimizer == "lars"
+    settings = make_settings(tiny_file(tmp_path, train={"optimizer": "lars", "trust": 0.05}), "smoke",
+                             optimizer="sgd")
+    assert (settings.train.optimizer, settings.train.trust) == ("sgd", 0.05)
+    result, _ = run(tmp_path, optimizer="lars")
+    assert json.loads((result.out / "config.json").read_text())["settings"]["train"]["optimizer"] == "lars"
+    grid = json.loads((result.out / "grid-resnet20-cifar" / "config.json").read_text())["settings"]["train"]
+    assert grid["optimizer"] == "lars"   # the phi = 1 search trains with the same recipe as the rows
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from scalesearch.data import open_dataset, stored_dataset
 from scalesearch.models import build
 from scalesearch.scaling import scale
 from scalesearch.train import (TrainConfig, TrainConfigError, TrainResult, _limit, chance_threshold, divergence,
-                               evaluate, planned_steps, recalibrate_bn, train_candidate)
+                               evaluate, LayerwiseSGD, make_optimizer, planned_steps, recalibrate_bn,
+                               train_candidate)
 
 RESOLUTION = 32
 
@@ -107,7 +108,7 @@ def test_threads_are_restored(dataset):
 
 
 NUMERIC_FIELDS = ("epochs", "images", "batch_size", "lr", "lr_per_256", "weight_decay", "label_smoothing",
-                  "warmup", "clip_norm", "bn_recalibration", "seed", "threads", "eval_every")
+                  "warmup", "clip_norm", "trust", "bn_recalibration", "seed", "threads", "eval_every")
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("images", -1), ("batch_size", 0), ("lr", 0.0),
@@ -115,7 +116,9 @@ NUMERIC_FIELDS = ("epochs", "images", "batch_size", "lr", "lr_per_256", "weight_
                                           ("warmup", 1.0), ("eval_every", -1), ("threads", 0),
                                           ("label_smoothing", 1.0), ("clip_norm", 0.0), ("seed", -1),
                                           ("batch_size", 2.5), ("epochs", "1"), ("lr", True),
-                                          ("bn_recalibration", -1), ("bn_recalibration", 0.5)])
+                                          ("bn_recalibration", -1), ("bn_recalibration", 0.5),
+                                          ("optimizer", "adam"), ("optimizer", None), ("trust", 0.0),
+                                          ("trust", -0.1)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(TrainConfigError, match=f"'{field}'"):
         TrainConfig(**{field: value})
@@ -287,6 +290,9 @@ def test_divergence_rule():
     assert divergence(0.3, 10 * math.log(12) - 1e-9, 1.0, 12, 96) == ""  # 10x is the limit
     at_chance = divergence(1 / 12, 2.5, 2.5, 12, 96)
     assert at_chance.startswith("top-1 8.3% is at chance (1/12 = 8.3%, 96 images")
+    assert at_chance.endswith("its training loss 2.500 never left ln(12) = 2.48, a uniform guess: "
+                              "it never started to learn (too few steps for this network?)")
+    assert "never left" not in divergence(1 / 12, 2.5, 1.0, 12, 96)   # it learned, then failed to generalise
     # chance + 2 binomial standard errors: 1/12 + 2 sqrt(1/12 * 11/12 / 96) = 0.13975
     assert chance_threshold(12, 96) == pytest.approx(0.13975, abs=1e-5)
     assert divergence(0.139, 2.5, 2.5, 12, 96) != "" and divergence(0.141, 2.5, 2.5, 12, 96) == ""
@@ -361,3 +367,33 @@ def test_channels_last_training_matches_the_plain_layout(dataset, monkeypatch):
     assert results[0].loss == pytest.approx(results[1].loss, rel=1e-2)
     assert results[0].train_loss == pytest.approx(results[1].train_loss, rel=1e-2)
 
+
+
+def test_layerwise_sgd_steps_each_weight_tensor_by_trust_times_its_norm():
+    """LARS as a gradient rescale: a weight tensor moves by lr x trust x ||w|| (x 1.9, the
+    first Nesterov step with momentum 0.9) whatever its gradient's size; a bias keeps its
+    plain gradient; so does a weight whose gradient is zero (no division by zero)."""
+    torch.manual_seed(0)
+    big, small = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    big.weight.grad, small.weight.grad = 1e3 * torch.randn(4, 6), 1e-3 * torch.randn(4, 6)
+    big.bias.grad, small.bias.grad = torch.ones(4), torch.zeros(4)
+    frozen = torch.nn.Parameter(torch.randn(3, 3))
+    frozen.grad = torch.zeros(3, 3)
+    params = [big.weight, small.weight, big.bias, small.bias, frozen]
+    before = [p.detach().clone() for p in params]
+    LayerwiseSGD(params, trust=0.05, lr=0.1, momentum=0.9, nesterov=True).step()
+    moved = [float((p.detach() - b).norm()) for p, b in zip(params, before)]
+    for i in (0, 1):
+        assert moved[i] == pytest.approx(0.1 * 1.9 * 0.05 * float(before[i].norm()), rel=1e-5)
+    assert moved[2] == pytest.approx(0.1 * 1.9 * 2.0, rel=1e-5)   # ||ones(4)|| = 2: unscaled
+    assert moved[3] == moved[4] == 0.0
+
+
+def test_the_optimizer_setting_picks_the_optimizer(dataset):
+    model = tiny_model(dataset.num_classes)
+    assert type(make_optimizer(model, TrainConfig(), 0.1)) is torch.optim.SGD
+    lars = make_optimizer(model, TrainConfig(optimizer="lars", trust=0.02), 0.1)
+    assert isinstance(lars, LayerwiseSGD) and lars.trust == 0.02
+    first, again = (train(dataset, epochs=1, optimizer="lars", clip_norm=None) for _ in range(2))
+    assert first.top1 == again.top1 and first.loss == again.loss and math.isfinite(first.train_loss)
+    assert first.loss != train(dataset, epochs=1, clip_norm=None).loss   # a different recipe, measurably

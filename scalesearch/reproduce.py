@@ -699,8 +699,13 @@ def _check_same(run: RunDir, settings: ReproduceSettings) -> None:
     config = run.read_config()
     if config.get("kind") != "reproduce" or not isinstance(config.get("identity"), dict):
         raise UserError(f"--out '{run.path}' holds something other than a reproduction; choose another --out")
-    theirs = config["identity"]
+    theirs = dict(config["identity"])
     ours = json.loads(json.dumps(settings.identity(), default=str))
+    if isinstance(theirs.get("train"), dict):  # a recipe field added since that run holds its default
+        from .settings import recipe_fields
+
+        defaults = json.loads(json.dumps({f.name: f.default for f in recipe_fields()}, default=str))
+        theirs["train"] = {**{k: v for k, v in defaults.items() if k in ours["train"]}, **theirs["train"]}
     diff = [k for k in ours if ours[k] != theirs.get(k)]
     if diff:
         raise UserError(f"--out '{run.path}' holds a different reproduction ({diff[0]} differs); choose another "

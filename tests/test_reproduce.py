@@ -209,6 +209,22 @@ def test_another_reproduction_in_the_same_folder_is_refused(tmp_path):
     assert digest(tmp_path / "out") == before
 
 
+def test_a_run_from_before_a_recipe_field_existed_still_resumes(tmp_path):
+    """A reproduction written before 'optimizer' and 'trust' joined the recipe holds their
+    defaults: resuming it is not refused as a different reproduction; a real change is."""
+    from types import SimpleNamespace
+
+    from scalesearch.reproduce import _check_same
+
+    settings = make_settings(tiny_file(tmp_path), "smoke", out=str(tmp_path / "out"))
+    identity = json.loads(json.dumps(settings.identity(), default=str))
+    del identity["train"]["optimizer"], identity["train"]["trust"]
+    old = SimpleNamespace(path=tmp_path / "out", read_config=lambda: {"kind": "reproduce", "identity": identity})
+    _check_same(old, settings)
+    with pytest.raises(UserError, match=r"different reproduction \(train differs\)"):
+        _check_same(old, make_settings(tiny_file(tmp_path), "smoke", optimizer="lars"))
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def cli(*args):

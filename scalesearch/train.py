@@ -321,7 +321,7 @@ class LayerwiseSGD(torch.optim.SGD):
             weights = torch._foreach_norm(layers)
             grads = torch._foreach_norm([p.grad for p in layers])
             for p, w, g in zip(layers, weights, grads):
-                ratio = torch.where((w > 0) & (g > 0), self.trust * w / g.clamp_min(1e-30), torch.ones_like(w))
+                ratio = torch.where((w > 0) & (g > 0), self.trust * w / g, torch.ones_like(w))  # 0/0 is never picked
                 p.grad.mul_(ratio)
         return super().step(closure)
 

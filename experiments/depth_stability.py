@@ -5,6 +5,7 @@ d = 1, 2, 4 (32 px unless --resolution), the default recipe, the built-in synthe
                                            [--bases resnet20-cifar,resnet18 --depths 1,2,4]
                                            [--clip-norm 5 --bn-recalibration 0]   (the old recipe)
                                            [--optimizer lars --trust 0.03 --clip-norm 0]   (layer-wise rates)
+                                           [--residual-init scaled]   (residual BN scales start at 1/sqrt(L))
                                            [--resolution 64]   (the base resolution, 32 by default)
                                            [--dataset ../shared/data/cifar10]   (synthetic by default)
 
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--clip-norm", type=float, default=TrainConfig.clip_norm, help="0: no clipping")
     ap.add_argument("--optimizer", default=TrainConfig.optimizer, help="sgd or lars (layer-wise rates)")
     ap.add_argument("--trust", type=float, default=TrainConfig.trust, help="lars: each layer's step as a fraction of its weight norm")
+    ap.add_argument("--residual-init", default=TrainConfig.residual_init,
+                    help="the BN scale feeding each residual add starts at: one, zero or scaled (1/sqrt(L))")
     ap.add_argument("--bn-recalibration", type=int, default=TrainConfig.bn_recalibration)
     ap.add_argument("--feature-norm", action=argparse.BooleanOptionalAction, default=TrainConfig.feature_norm,
                     help="normalise the pooled features before the classifier (the recipe's default)")
@@ -75,13 +78,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # as train_candidate runs, for the recalibration here
     data = open_dataset(args.dataset, train_subset=args.train, val_subset=args.val, seed=0)
     recipe = TrainConfig(epochs=args.epochs, threads=args.threads, clip_norm=args.clip_norm or None,
-                         optimizer=args.optimizer, trust=args.trust, feature_norm=args.feature_norm)
+                         optimizer=args.optimizer, trust=args.trust, feature_norm=args.feature_norm,
+                         residual_init=args.residual_init)
     optimizer = "SGD" if recipe.optimizer == "sgd" else f"LARS-style layer-wise SGD (trust {recipe.trust:g})"
     line = f"chance {1 / data.num_classes:.1%}; at-chance line {chance_threshold(data.num_classes, data.n_val):.1%}"
     rows = [f"Data: {args.dataset}, {data.n_train} train / {data.n_val} held-out images, {data.num_classes} classes ({line}).",
             f"Recipe: TrainConfig defaults but as given: lr {recipe.peak_lr():g} at batch {recipe.batch_size}, "
             f"{optimizer}, warm-up {recipe.warmup:g}, clip norm {recipe.clip_norm or 'off'}, BN recalibration on "
-            f"{args.bn_recalibration} training images, feature norm {'on' if recipe.feature_norm else 'off'}; "
+            f"{args.bn_recalibration} training images, feature norm {'on' if recipe.feature_norm else 'off'}, "
+            f"residual BN scale init {recipe.residual_init}; "
             f"{args.epochs:g} epochs, {args.threads} threads, {args.resolution} px, "
             f"seeds 0..{args.seeds - 1}.", "",
             "| base | d | layers | FLOPs ratio | top-1 per seed | mean (range) | running-BN top-1 per seed | "
@@ -98,7 +103,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 tick = time.time()
                 torch.manual_seed(seed)
-                model = build(spec, feature_norm=recipe.feature_norm)
+                model = build(spec, feature_norm=recipe.feature_norm, residual_init=recipe.residual_init)
                 # Recalibration off in training, then once here: the same weights and the same
                 # final score as train_candidate with it on (see the module docstring).
                 result = train_candidate(model, data, args.resolution, recipe.replace(seed=seed, bn_recalibration=0))

@@ -237,6 +237,7 @@ def grid(
     clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help=_help("Clip each step's global gradient norm to this; 0: no clipping (trials.csv's 'clipped' says how often it acted).", "clip_norm")),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help=_help("sgd (Nesterov) or lars (the same with layer-wise rates: each weight tensor steps by --trust x its norm; see README, 'Deep candidates').", "optimizer")),
     trust: Optional[float] = typer.Option(None, "--trust", help=_help("With --optimizer lars: each layer's step as a fraction of its weight norm.", "trust")),
+    residual_init: Optional[str] = typer.Option(None, "--residual-init", help=_help("How the BN scale feeding each residual add starts: one (the reference), zero, or scaled (1/sqrt(L) for L residual blocks; with --optimizer lars it trains deep ResNets at short budgets).", "residual_init")),
     seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
@@ -263,7 +264,7 @@ def grid(
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
                  batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm,
-                 optimizer=optimizer, trust=trust, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 optimizer=optimizer, trust=trust, residual_init=residual_init, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
                  order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
                  out=out)
@@ -394,6 +395,7 @@ def reproduce(
     budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or lars (layer-wise rates); default: the experiment file's train.optimizer, else sgd."),
+    residual_init: Optional[str] = typer.Option(None, "--residual-init", help="one, zero or scaled (1/sqrt(L)): how the BN scale feeding each residual add starts; default: the experiment file's train.residual_init, else one."),
     device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
     backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna or ray; each row x seed is one trial.", "backend")),
     address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
@@ -416,7 +418,8 @@ def reproduce(
         settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
                                  backend=backend, address=address, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, out=out,
-                                 coefficients=coefficients or (), optimizer=optimizer)
+                                 coefficients=coefficients or (), optimizer=optimizer,
+                                 residual_init=residual_init)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:

@@ -9,6 +9,8 @@ network and across the networks of a search.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -225,23 +227,39 @@ def iter_parts(spec: NetworkSpec) -> Iterator[Part]:
                        f"stage {site.stage} layer {site.layer + 1}")
 
 
+# How the BN scale (gamma) feeding each residual add starts: "one" (the reference init),
+# "zero" (Goyal et al. 2017: every residual block starts as its shortcut) or "scaled":
+# 1/sqrt(L) for a network of L residual blocks, so the stream's variance at the end of
+# the body stays that of one block whatever the depth (as Fixup and GPT-2 scale residual
+# branches by depth).
+RESIDUAL_INITS = ("one", "zero", "scaled")
+
+
 class ScaledNet(nn.Module):
     """A network built from a spec: stem, the stages' blocks in order, head."""
 
-    def __init__(self, spec: NetworkSpec, zero_init_residual: bool = False, feature_norm: bool = False) -> None:
+    def __init__(self, spec: NetworkSpec, residual_init: str = "one", feature_norm: bool = False) -> None:
         super().__init__()
         self.spec = spec
         parts = list(iter_parts(spec))
         self.stem = parts[0].build()
         self.blocks = nn.Sequential(*(p.build() for p in parts[1:-1]))
         self.head = parts[-1].build(feature_norm)
-        _init_weights(self, zero_init_residual)
+        _init_weights(self, residual_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
 
 
-def _init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
+def residual_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The batch norms whose output is added to a residual stream, in order."""
+    found = (m.residual_bn() for m in model.modules() if callable(getattr(m, "residual_bn", None)))
+    return [bn for bn in found if isinstance(bn, nn.BatchNorm2d)]
+
+
+def _init_weights(model: nn.Module, residual_init: str = "one") -> None:
+    if residual_init not in RESIDUAL_INITS:
+        raise ValueError(f"residual_init must be one of {', '.join(RESIDUAL_INITS)} (got {residual_init!r})")
     if next(model.parameters()).is_meta:
         return
     for m in model.modules():
@@ -255,29 +273,28 @@ def _init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
-    if not zero_init_residual:
-        # Off by default: measured on the synthetic task, gamma = 0 on the residual BNs kept a
-        # resnet20 at chance through a short (4-epoch) budget at the default learning rate.
+    if residual_init == "one":
         return
-    for m in model.modules():
-        bn = m.residual_bn() if callable(getattr(m, "residual_bn", None)) else None
-        if isinstance(bn, nn.BatchNorm2d):
-            nn.init.zeros_(bn.weight)
+    bns = residual_bns(model)
+    for bn in bns:
+        nn.init.constant_(bn.weight, 0.0 if residual_init == "zero" else 1 / math.sqrt(len(bns)))
 
 
 def build(spec: NetworkSpec, device: str | torch.device | None = None,
-          zero_init_residual: bool = False, feature_norm: bool = False) -> ScaledNet:
+          residual_init: str = "one", feature_norm: bool = False) -> ScaledNet:
     """Build the torch module for a spec (``device='meta'`` builds shapes without memory).
 
-    ``zero_init_residual`` starts the BN scale feeding each residual add at 0 (Goyal et al.
-    2017), which helps long training of deep nets but slowed short proxy training here.
+    ``residual_init`` says how the BN scale feeding each residual add starts (see
+    ``RESIDUAL_INITS``): "one" by default; "zero" (Goyal et al. 2017) left short proxy
+    training of shallow nets near chance here; "scaled" (1/sqrt(L) for L residual blocks)
+    with layer-wise rates trained ResNet-18 at every depth (README, "Deep candidates").
     ``feature_norm`` adds the head's normalisation of the pooled features (see ``Head``),
     which the short-training recipe uses (``TrainConfig.feature_norm``).
     """
     if device is None:
-        return ScaledNet(spec, zero_init_residual, feature_norm)
+        return ScaledNet(spec, residual_init, feature_norm)
     with torch.device(device):
-        return ScaledNet(spec, zero_init_residual, feature_norm)
+        return ScaledNet(spec, residual_init, feature_norm)
 
 
 @torch.no_grad()

@@ -300,9 +300,10 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   seeds: int | None = None, device: str | None = None, backend: str | None = None,
                   address: str | None = None, cpus_per_trial: float | None = None,
                   gpus_per_trial: float | None = None, cache_dir: str | None = None, out: str | None = None,
-                  coefficients: Sequence[str] = (), optimizer: str | None = None) -> ReproduceSettings:
+                  coefficients: Sequence[str] = (), optimizer: str | None = None,
+                  residual_init: str | None = None) -> ReproduceSettings:
     """Settings of a reproduction: the experiment's budget preset, then the given options on top
-    (``optimizer`` replaces the experiment's ``train.optimizer``)."""
+    (``optimizer`` and ``residual_init`` replace the experiment's ``train`` fields)."""
     from .train import TrainConfig
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -321,7 +322,8 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     data = DataSettings(dataset=dataset or "synthetic", train_subset=preset.pop("train_subset", None),
                         val_subset=preset.pop("val_subset", None), cache_dir=cache_dir)
     try:
-        train = TrainConfig(**{**exp.train, **preset, **({"optimizer": optimizer} if optimizer is not None else {})})
+        recipe = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}
+        train = TrainConfig(**{**exp.train, **preset, **recipe})
     except TypeError as exc:
         raise ExperimentError(f"{exp.source}: budgets.{budget}: {exc}") from None
     flags = dict(backend=backend, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,

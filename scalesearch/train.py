@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from .data import Dataset
 from .errors import UserError
+from .models import RESIDUAL_INITS
 
 Report = Callable[[int, float], None]
 
@@ -83,7 +84,9 @@ class TrainConfig:
     scores, never the weights.  ``feature_norm`` says how a trial builds the network to
     train: with a batch norm (no affine parameters) on the pooled features before the
     classifier (``models.Head``, ``build(..., feature_norm=True)``); it folds into the
-    classifier for deployment (``models.fold_feature_norm``).  ``train_candidate`` trains
+    classifier for deployment (``models.fold_feature_norm``).  ``residual_init`` says how
+    that network's BN scale feeding each residual add starts: "one", "zero" or "scaled",
+    1/sqrt(L) for L residual blocks (``models.RESIDUAL_INITS``).  ``train_candidate`` trains
     the model it is given as it is.  ``threads`` fixes torch's
     CPU threads for the run (None: as they are).  ``eval_every`` evaluates on the
     held-out split every that many epochs (0: only at the end); the end of training is
@@ -103,6 +106,7 @@ class TrainConfig:
     trust: float = 0.03
     bn_recalibration: int = 512
     feature_norm: bool = True
+    residual_init: str = "one"
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -143,6 +147,9 @@ class TrainConfig:
                                    f"(got {self.optimizer!r})")
         if not isinstance(self.feature_norm, bool):
             raise TrainConfigError(f"train setting 'feature_norm' must be true or false (got {self.feature_norm!r})")
+        if self.residual_init not in RESIDUAL_INITS:
+            raise TrainConfigError(f"train setting 'residual_init' must be one of {', '.join(RESIDUAL_INITS)} "
+                                   f"(got {self.residual_init!r})")
         if not isinstance(self.device, str) or not self.device:
             raise TrainConfigError(f"train setting 'device' must name a device (got {self.device!r})")
 

@@ -94,7 +94,7 @@ def test_residual_branches_start_at_zero_gamma():
     from scalesearch.models import BasicBlock, Bottleneck, InvertedResidual
 
     for base in ("resnet18", "resnet50", "mobilenetv2"):
-        net = build(scale(get_base(base), 0.5, 0.25, 0.25), zero_init_residual=True)
+        net = build(scale(get_base(base), 0.5, 0.25, 0.25), residual_init="zero")
         zeroed = {id(m.residual_bn()) for m in net.modules()
                   if isinstance(m, (BasicBlock, Bottleneck, InvertedResidual)) and m.residual_bn() is not None}
         assert zeroed, base
@@ -104,6 +104,33 @@ def test_residual_branches_start_at_zero_gamma():
     # Only an inverted residual with a shortcut has one (stride 1 and cin == cout).
     assert InvertedResidual(16, 24, 2, 3, 6, 0, "relu").residual_bn() is None
     assert InvertedResidual(16, 16, 1, 3, 6, 0, "relu").residual_bn() is not None
+
+
+@pytest.mark.parametrize("d", [1, 2, 4])
+def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(d):
+    """residual_init="scaled": each BN feeding a residual add starts at 1/sqrt(L), so the
+    stream's variance at the end of the body does not grow with depth; a trial builds what
+    its recipe says."""
+    from scalesearch.models import residual_bns
+    from scalesearch.study import TrialSpec
+    from scalesearch.train import TrainConfig
+    from scalesearch.trial import build_for
+
+    spec = scale(get_base("resnet18").replace(resolution=32), d=d)
+    net = build_for(TrialSpec(candidate=0, seed=0, spec=spec, recipe=TrainConfig(residual_init="scaled")))
+    scaled = residual_bns(net)
+    assert len(scaled) == sum(stage.layers for stage in spec.stages)   # one per basic block
+    for bn in scaled:
+        assert torch.allclose(bn.weight, torch.full_like(bn.weight, len(scaled) ** -0.5))
+    rest = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and all(m is not b for b in scaled)]
+    assert rest and all(bool((m.weight == 1).all()) for m in rest)
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():   # the body's output scale is about the same at every depth (train-mode BN)
+        out = net.blocks(net.stem(x)).std().item()
+    assert 0.4 < out < 1.6, out
+    plain = build_for(TrialSpec(candidate=0, seed=0, spec=spec, recipe=TrainConfig()))
+    assert all(bool((bn.weight == 1).all()) for bn in residual_bns(plain))
 
 
 def test_part_memory_is_worked_out_from_shapes():

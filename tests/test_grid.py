@@ -111,9 +111,10 @@ def test_clip_norm_and_optimizer_flags_set_the_recipe(tmp_path):
         run("grid", *PROXY, "--clip-norm", value, "--dry-run", "--out", out)
         assert json.loads((out / "config.json").read_text())["settings"]["train"]["clip_norm"] == expected
     out = tmp_path / "lars"
-    run("grid", *PROXY, "--optimizer", "lars", "--trust", "0.05", "--dry-run", "--out", out)
+    run("grid", *PROXY, "--optimizer", "lars", "--trust", "0.05", "--residual-init", "scaled", "--dry-run",
+        "--out", out)
     train = json.loads((out / "config.json").read_text())["settings"]["train"]
-    assert (train["optimizer"], train["trust"]) == ("lars", 0.05)
+    assert (train["optimizer"], train["trust"], train["residual_init"]) == ("lars", 0.05, "scaled")
     help_text = run("grid", "--help", env={"COLUMNS": "200"}).stdout
     assert "(default: 1.0)" in help_text and "(default: 64)" in help_text   # defaults shown, not eaten as markup
 

@@ -239,6 +239,7 @@ def cli(*args):
     (["reproduce", "figure8", "--seeds", "0"], "--seeds"),
     (["reproduce", "figure8", "--backend", "slurm"], "backend"),
     (["reproduce", "figure8", "--optimizer", "adam"], "train setting 'optimizer' must be one of sgd, lars"),
+    (["reproduce", "figure8", "--residual-init", "half"], "train setting 'residual_init' must be one of one, zero, scaled"),
     (["reproduce", "--config", "{tmp}/nothing.yaml"], "does not exist"),
     (["reproduce", "--config", "{tmp}/bad.yaml"], "bases.resnet-9000"),
     (["reproduce", "--config", "{tmp}/norows.yaml"], "'rows' is missing"),
@@ -263,6 +264,8 @@ def test_the_optimizer_option_replaces_the_experiments_and_reaches_the_search(tm
     settings = make_settings(tiny_file(tmp_path, train={"optimizer": "lars", "trust": 0.05}), "smoke",
                              optimizer="sgd")
     assert (settings.train.optimizer, settings.train.trust) == ("sgd", 0.05)
+    assert make_settings(tiny_file(tmp_path, train={"residual_init": "zero"}), "smoke",
+                         residual_init="scaled").train.residual_init == "scaled"
     result, _ = run(tmp_path, optimizer="lars")
     assert json.loads((result.out / "config.json").read_text())["settings"]["train"]["optimizer"] == "lars"
     grid = json.loads((result.out / "grid-resnet20-cifar" / "config.json").read_text())["settings"]["train"]

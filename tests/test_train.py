@@ -118,7 +118,8 @@ NUMERIC_FIELDS = ("epochs", "images", "batch_size", "lr", "lr_per_256", "weight_
                                           ("batch_size", 2.5), ("epochs", "1"), ("lr", True),
                                           ("bn_recalibration", -1), ("bn_recalibration", 0.5),
                                           ("optimizer", "adam"), ("optimizer", None), ("trust", 0.0),
-                                          ("trust", -0.1)])
+                                          ("trust", -0.1), ("residual_init", "half"),
+                                          ("residual_init", True)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(TrainConfigError, match=f"'{field}'"):
         TrainConfig(**{field: value})
@@ -132,7 +133,7 @@ def test_every_numeric_setting_refuses_nan_and_inf(field, value):
 
 
 def test_numeric_fields_are_all_checked():
-    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "feature_norm", "optimizer")}
+    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "feature_norm", "optimizer", "residual_init")}
     assert numeric == set(NUMERIC_FIELDS)
 
 

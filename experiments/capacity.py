@@ -31,10 +31,9 @@ import torch
 from scalesearch.bases import get_base
 from scalesearch.cost import count_cost
 from scalesearch.data import open_dataset
-from scalesearch.models import build
 from scalesearch.scaling import scale
 from scalesearch.study import Summary, compare
-from scalesearch.train import TrainConfig, chance_threshold, train_candidate
+from scalesearch.train import TrainConfig, build_model, chance_threshold, train_candidate
 
 # (name, d, w, r): FLOPs about 1x, 2x by one dimension each, and 4x by all three.
 CONFIGS = (
@@ -90,7 +89,7 @@ def main() -> None:
         top1s, diverged, seconds, clipped = [], 0, [], []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            model = build(spec, feature_norm=config.feature_norm)
+            model = build_model(spec, config)
             result = train_candidate(model, dataset, spec.resolution, config.replace(seed=seed))
             top1s.append(result.top1)
             diverged += bool(result.diverged)

@@ -35,8 +35,7 @@ import torch
 from scalesearch import get_base, scale
 from scalesearch.cost import count_cost
 from scalesearch.data import open_dataset
-from scalesearch.models import build
-from scalesearch.train import (TrainConfig, chance_threshold, divergence, evaluate, recalibrate_bn,
+from scalesearch.train import (TrainConfig, build_model, chance_threshold, divergence, evaluate, recalibrate_bn,
                                train_candidate)
 
 OUT = Path(__file__).resolve().parent / "results" / "depth" / "table.md"
@@ -103,7 +102,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 tick = time.time()
                 torch.manual_seed(seed)
-                model = build(spec, feature_norm=recipe.feature_norm, residual_init=recipe.residual_init)
+                model = build_model(spec, recipe)
                 # Recalibration off in training, then once here: the same weights and the same
                 # final score as train_candidate with it on (see the module docstring).
                 result = train_candidate(model, data, args.resolution, recipe.replace(seed=seed, bn_recalibration=0))

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from .data import Dataset
 from .errors import UserError
-from .models import RESIDUAL_INITS
+from .models import RESIDUAL_INITS, build
 
 Report = Callable[[int, float], None]
 
@@ -202,6 +202,12 @@ def planned_steps(config: TrainConfig, n_train: int) -> tuple[int, int]:
     else:
         steps = math.floor(config.epochs * (n_train // batch) + 1e-9)
     return max(1, steps), batch
+
+
+def build_model(spec: Any, config: TrainConfig) -> nn.Module:
+    """The untrained network the recipe ``config`` trains: ``spec`` (a NetworkSpec) built with
+    the recipe's head (``feature_norm``) and residual initialisation (``residual_init``)."""
+    return build(spec, feature_norm=config.feature_norm, residual_init=config.residual_init)
 
 
 def train_candidate(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig, *,

@@ -36,26 +36,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_for(trial: TrialSpec):
-    """The untrained network of a trial, built as its recipe says (initialisation, head)."""
-    from .models import build
-
-    return build(trial.spec, feature_norm=trial.recipe.feature_norm,
-                 residual_init=trial.recipe.residual_init)
-
-
 def execute(trial: TrialSpec, context: TrialContext, data_seed: int, backend: str,
             report: Report | None = None) -> TrialRow:
     """Train one trial and return its row (COMPLETE, or DIVERGED with the reason)."""
     import torch
 
-    from .train import train_candidate
+    from .train import build_model, train_candidate
 
     dataset = load_dataset(context.data, data_seed)
     config = dataclasses.replace(trial.recipe, seed=trial.seed, device=resolve_device(context.device),
                                  threads=context.threads)
     torch.manual_seed(trial.seed)  # initialisation, then train_candidate seeds the data order
-    model = build_for(trial)
+    model = build_model(trial.spec, trial.recipe)
     desc = (f"trial {trial.id}" + (f" a={trial.alpha:g} b={trial.beta:g} g={trial.gamma:.3f}"
                                    if trial.alpha is not None else "") + f" {trial.spec.resolution}px")
     result = train_candidate(model, dataset, trial.spec.resolution, config, report=report,
@@ -71,7 +63,7 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
     """
     import torch
 
-    from .train import planned_steps
+    from .train import build_model, planned_steps
 
     if not trials:
         return 0.0
@@ -84,7 +76,7 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         total, batch = planned_steps(trial.recipe, dataset.n_train)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            model = build_for(trial).to(device)
+            model = build_model(trial.spec, trial.recipe).to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
             generator = torch.Generator().manual_seed(0)
             batches = dataset.train_batches(trial.spec.resolution, batch, generator, device)

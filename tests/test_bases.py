@@ -109,15 +109,13 @@ def test_residual_branches_start_at_zero_gamma():
 @pytest.mark.parametrize("d", [1, 2, 4])
 def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(d):
     """residual_init="scaled": each BN feeding a residual add starts at 1/sqrt(L), so the
-    stream's variance at the end of the body does not grow with depth; a trial builds what
-    its recipe says."""
+    stream's variance at the end of the body does not grow with depth; ``build_model``
+    (what a trial trains) builds what its recipe says."""
     from scalesearch.models import residual_bns
-    from scalesearch.study import TrialSpec
-    from scalesearch.train import TrainConfig
-    from scalesearch.trial import build_for
+    from scalesearch.train import TrainConfig, build_model
 
     spec = scale(get_base("resnet18").replace(resolution=32), d=d)
-    net = build_for(TrialSpec(candidate=0, seed=0, spec=spec, recipe=TrainConfig(residual_init="scaled")))
+    net = build_model(spec, TrainConfig(residual_init="scaled"))
     scaled = residual_bns(net)
     assert len(scaled) == sum(stage.layers for stage in spec.stages)   # one per basic block
     for bn in scaled:
@@ -129,7 +127,7 @@ def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(
     with torch.no_grad():   # the body's output scale is about the same at every depth (train-mode BN)
         out = net.blocks(net.stem(x)).std().item()
     assert 0.4 < out < 1.6, out
-    plain = build_for(TrialSpec(candidate=0, seed=0, spec=spec, recipe=TrainConfig()))
+    plain = build_model(spec, TrainConfig())
     assert all(bool((bn.weight == 1).all()) for bn in residual_bns(plain))
 
 

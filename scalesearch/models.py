@@ -229,9 +229,9 @@ def iter_parts(spec: NetworkSpec) -> Iterator[Part]:
 
 # How the BN scale (gamma) feeding each residual add starts: "one" (the reference init),
 # "zero" (Goyal et al. 2017: every residual block starts as its shortcut) or "scaled":
-# 1/sqrt(L) for a network of L residual blocks, so the stream's variance at the end of
-# the body stays that of one block whatever the depth (as Fixup and GPT-2 scale residual
-# branches by depth).
+# 1/sqrt(L) for a network of L residual blocks, so all the branches together add about the
+# variance of one unit-scale branch to the stream, whatever the depth (as Fixup and GPT-2
+# scale residual branches by depth).
 RESIDUAL_INITS = ("one", "zero", "scaled")
 
 

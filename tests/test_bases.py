@@ -122,13 +122,14 @@ def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(
         assert torch.allclose(bn.weight, torch.full_like(bn.weight, len(scaled) ** -0.5))
     rest = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and all(m is not b for b in scaled)]
     assert rest and all(bool((m.weight == 1).all()) for m in rest)
-    torch.manual_seed(0)
-    x = torch.randn(16, 3, 32, 32)
-    with torch.no_grad():   # the body's output scale is about the same at every depth (train-mode BN)
-        out = net.blocks(net.stem(x)).std().item()
-    assert 0.4 < out < 1.6, out
     plain = build_model(spec, TrainConfig())
     assert all(bool((bn.weight == 1).all()) for bn in residual_bns(plain))
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():   # train-mode BN: the body's output scale at the start, by depth
+        out, out_plain = (float(n.blocks(n.stem(x)).std()) for n in (net, plain))
+    assert 0.5 < out < 0.75, out                    # measured 0.62, 0.61, 0.60 at d = 1, 2, 4
+    assert out_plain > 0.9 * d ** 0.4, out_plain    # grows with depth: 1.01, 1.31, 1.76
 
 
 def test_part_memory_is_worked_out_from_shapes():

@@ -288,7 +288,7 @@ def grid(
     if dry_run:
         typer.echo(f"dry run: candidate table written to {result.out / 'candidates.csv'}")
         return
-    _summary(result)
+    _summary(result, settings.train)
 
 
 class _GridPrinter:
@@ -325,7 +325,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
-def _summary(result) -> None:  # noqa: ANN001 - GridResult
+def _summary(result, recipe) -> None:  # noqa: ANN001 - GridResult, TrainConfig
     best = result.best
     line = "=" * 78
     typer.echo(line)
@@ -343,6 +343,7 @@ def _summary(result) -> None:  # noqa: ANN001 - GridResult
     diverged = [r for r in result.rows if r.state == "DIVERGED"]
     for r in diverged:
         typer.echo(f"DIVERGED: trial {r.trial} ({r.diverged}); never ranked")
+    _plateau_hint(diverged, recipe)
     if result.verdict is not None:
         from .study import compare
 
@@ -361,6 +362,20 @@ def _summary(result) -> None:  # noqa: ANN001 - GridResult
         typer.echo(f"note: {result.family_note}")
     typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
     typer.echo(line)
+
+
+def _plateau_hint(diverged, recipe) -> None:  # noqa: ANN001 - TrialRows, TrainConfig
+    """Trials that never left a uniform guess: name the recipe options that got deep candidates
+    off that plateau in our measurements, those the run did not use."""
+    from .train import NEVER_LEARNED
+
+    if not any(NEVER_LEARNED in (r.diverged or "") for r in diverged):
+        return
+    options = ([] if recipe.residual_init == "scaled" else ["--residual-init scaled"]) + (
+        [] if recipe.optimizer == "lars" else ["--optimizer lars"])
+    if options:
+        typer.echo(f"hint: deep candidates that sit at chance at a short budget trained with {' and '.join(options)} "
+                   f"in our measurements (README, 'Deep candidates')")
 
 
 def _family_table(rows) -> str:  # noqa: ANN001

@@ -353,6 +353,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.op
 LOSS_GROWTH = 10.0  # a held-out loss this many times its start means the run blew up
 CHANCE_SIGMAS = 2.0  # binomial standard errors above chance that a top-1 must clear
 PLATEAU = 0.95  # a final training loss above this fraction of ln(classes): never started to learn
+NEVER_LEARNED = "it never started to learn"   # how a divergence reason says so
 
 
 def chance_threshold(num_classes: int, n_val: int) -> float:
@@ -391,7 +392,7 @@ def divergence(top1: float, loss: float, train_loss: float, num_classes: int, n_
                f"needs > {threshold:.1%})")
         if train_loss >= PLATEAU * start:
             why += (f"; its training loss {train_loss:.3f} never left ln({num_classes}) = {start:.2f}, "
-                    f"a uniform guess: it never started to learn (too few steps for this network?)")
+                    f"a uniform guess: {NEVER_LEARNED} (too few steps for this network?)")
         return why
     return ""
 

@@ -77,3 +77,22 @@ def test_malformed_spec_file_names_the_field(tmp_path):
     path.write_text((ROOT / "examples" / "vgg11.yaml").read_text().replace("layers: 1", "layers: zero"))
     proc = run("flops", "--base", str(path), ok=False)
     assert proc.returncode == 2 and "stages[0].layers" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_plateau_gets_a_hint_naming_the_recipe_options_not_used(capsys):
+    from types import SimpleNamespace
+
+    from scalesearch.cli import _plateau_hint
+    from scalesearch.train import TrainConfig, divergence
+
+    stuck = SimpleNamespace(diverged=divergence(1 / 12, 2.5, 2.5, 12, 96))     # never left ln(12)
+    blown = SimpleNamespace(diverged=divergence(0.3, 8037.0, 1.0, 12, 96))     # learned, then blew up
+    _plateau_hint([blown], TrainConfig())
+    assert capsys.readouterr().out == ""
+    _plateau_hint([blown, stuck], TrainConfig())
+    assert "--residual-init scaled and --optimizer lars" in capsys.readouterr().out
+    _plateau_hint([stuck], TrainConfig(optimizer="lars"))
+    out = capsys.readouterr().out
+    assert "--residual-init scaled" in out and "--optimizer lars" not in out
+    _plateau_hint([stuck], TrainConfig(optimizer="lars", residual_init="scaled"))
+    assert capsys.readouterr().out == ""

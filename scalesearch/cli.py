@@ -264,7 +264,8 @@ def grid(
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
                  batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm,
-                 optimizer=optimizer, trust=trust, residual_init=residual_init, seed=seed, seeds=seeds, max_trials=max_trials, candidates=candidates,
+                 optimizer=optimizer, trust=trust, residual_init=residual_init, seed=seed, seeds=seeds,
+                 max_trials=max_trials, candidates=candidates,
                  order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
                  out=out)

@@ -10,7 +10,6 @@ network and across the networks of a search.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import Iterator
 

@@ -62,6 +62,9 @@ def main() -> None:
                              "experiments/results/capacity-hard used 1.6)")
     parser.add_argument("--clip-norm", type=float, default=TrainConfig().clip_norm,
                         help="global gradient-norm clip (default: TrainConfig's; 0: no clipping)")
+    parser.add_argument("--optimizer", default=TrainConfig().optimizer, help="sgd or lars (layer-wise rates)")
+    parser.add_argument("--residual-init", default=TrainConfig().residual_init,
+                        help="the BN scale feeding each residual add starts at: one, zero or scaled (1/sqrt(L))")
     parser.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
                         help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
     parser.add_argument("--merge", action="store_true",
@@ -74,7 +77,8 @@ def main() -> None:
     base = get_base(args.base).replace(num_classes=dataset.num_classes)
     base_flops = count_cost(base).flops
     config = TrainConfig(epochs=args.epochs, threads=args.threads, lr_per_256=args.lr_per_256,
-                         clip_norm=args.clip_norm or None)
+                         clip_norm=args.clip_norm or None, optimizer=args.optimizer,
+                         residual_init=args.residual_init)
     chance = 1 / dataset.num_classes
     threshold = chance_threshold(dataset.num_classes, dataset.n_val)
     wanted = args.configs.split(",")
@@ -145,12 +149,14 @@ def write(args: argparse.Namespace, dataset, config: TrainConfig, rows: list[dic
         f"Data: {dataset.name}, {dataset.num_classes} classes, {dataset.n_train} train / {dataset.n_val} "
         f"held-out images (data seed 0).  Recipe: TrainConfig defaults but lr_per_256 {config.lr_per_256:g} ({config.epochs:g} epochs, batch "
         f"{config.batch_size}, lr {config.peak_lr():g}, weight decay {config.weight_decay:g}, label smoothing "
-        f"{config.label_smoothing:g}, warm-up {config.warmup:g}, clip norm {config.clip_norm if config.clip_norm else 'off'}), "
+        f"{config.label_smoothing:g}, warm-up {config.warmup:g}, clip norm {config.clip_norm if config.clip_norm else 'off'}, "
+        f"optimizer {config.optimizer}, residual init {config.residual_init}), "
         f"{config.threads} threads, CPU ({platform.processor() or platform.machine()}).  "
         f"{args.seeds} seeds per config (initial weights and training order).",
         "",
         f"Command: `python experiments/capacity.py --dataset {args.dataset} --train {args.train} --val {args.val} "
-        f"--epochs {args.epochs:g} --seeds {args.seeds} --threads {args.threads} --lr-per-256 {args.lr_per_256:g} --clip-norm {args.clip_norm:g}`; "
+        f"--epochs {args.epochs:g} --seeds {args.seeds} --threads {args.threads} --lr-per-256 {args.lr_per_256:g} --clip-norm {args.clip_norm:g} "
+        f"--optimizer {args.optimizer} --residual-init {args.residual_init} --configs '{args.configs}'`; "
         f"{'training time of the rows (merged runs)' if args.merge else 'wall time'} {elapsed / 60:.1f} min.",
         "",
         header,

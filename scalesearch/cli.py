@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import json
 import os
 import sys
-import threading
 from typing import Iterator, Optional
 
 import typer
@@ -16,6 +14,7 @@ from typer.core import TyperGroup
 from .bases import base_names, get_base
 from .errors import UserError
 from .formatting import human, table
+from .interrupts import raise_pending_interrupt, redeliver_interrupts
 
 
 class _OneLineErrors(TyperGroup):
@@ -53,6 +52,7 @@ def user_errors() -> Iterator[None]:
     """Bad input becomes one line on stderr and exit status 2, never a traceback."""
     try:
         yield
+        raise_pending_interrupt()  # a Ctrl-C dropped in a callback and not yet delivered
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -485,29 +485,6 @@ def curves(
         files = draw(paths, out, title)
     for path in files:
         typer.echo(str(path))
-
-
-def redeliver_interrupts(default_hook):  # noqa: ANN001, ANN201
-    """An ``sys.unraisablehook`` that hands a Ctrl-C back to the main thread.
-
-    Python raises KeyboardInterrupt wherever the main thread is when the signal lands.  If
-    that is a callback Python cannot raise from (a weakref's, during garbage collection),
-    it prints "Exception ignored in ..." with a traceback and drops the interrupt, so the
-    search would go on as if nobody had pressed Ctrl-C.  This hook prints nothing for it
-    and raises it again in the main thread, where ``user_errors`` turns it into the one
-    "interrupted:" line; every other unraisable exception goes to ``default_hook``.
-    """
-    def hook(unraisable) -> None:  # noqa: ANN001
-        if issubclass(unraisable.exc_type, KeyboardInterrupt):
-            # From another thread, a moment later, so that it lands after this hook has
-            # returned (raised in here, it would be dropped again).
-            timer = threading.Timer(0.01, _thread.interrupt_main)
-            timer.daemon = True
-            timer.start()
-            return
-        default_hook(unraisable)
-
-    return hook
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import UserError
+from .interrupts import raise_pending_interrupt
 from .spec import NetworkSpec
 
 CONFIG = "config.json"
@@ -482,6 +483,8 @@ def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: T
             run.write_trials(ours + extra)
             done = sum(1 for r in ours if r.state in FINISHED)
             emit(TrialFinished(row=row, done=done, total=len(order), rows=ours))
+        if threading.current_thread() is threading.main_thread():
+            raise_pending_interrupt()  # a Ctrl-C dropped in a callback stops the study here
 
     if todo:
         backend.run(todo, [t.id for t in trials], run, context, on_row)

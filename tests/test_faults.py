@@ -446,27 +446,55 @@ def _start(args: list[str]) -> subprocess.Popen:
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_ctrl_c_inside_a_garbage_collection_callback_is_not_lost():
+_DROPPED_CTRL_C = """
+import sys, time, weakref
+from scalesearch.interrupts import raise_pending_interrupt, redeliver_interrupts
+sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
+class Thing: pass
+thing = Thing()
+def callback(ref): raise KeyboardInterrupt
+ref = weakref.ref(thing, callback)
+try:
+    del thing  # Python drops the KeyboardInterrupt raised in the callback
+    {after}
+    print("lost")
+except KeyboardInterrupt:
+    print("caught")
+"""
+
+
+@pytest.mark.parametrize("after", [
+    # the main thread's checkpoint (each trial, each command's end): needs no other thread
+    "raise_pending_interrupt()",
+    # the delivery thread alone, however late the scheduler runs it (the deadline only ends a failed run)
+    "deadline = time.monotonic() + 120\n    while time.monotonic() < deadline: sum(range(10_000))",
+], ids=["checkpoint", "thread"])
+def test_ctrl_c_inside_a_garbage_collection_callback_is_not_lost(after):
     """Seen once in a fresh-clone run: Ctrl-C landed in a weakref callback, where Python
     prints "Exception ignored ... Traceback" and drops the interrupt.  The command's hook
-    raises it again in the main thread, with no traceback."""
-    script = textwrap.dedent("""
-        import sys, weakref
-        from scalesearch.cli import redeliver_interrupts
-        sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
-        class Thing: pass
-        thing = Thing()
-        def callback(ref): raise KeyboardInterrupt
-        ref = weakref.ref(thing, callback)
-        try:
-            del thing
-            for _ in range(200): sum(range(100_000))
-            print("lost")
-        except KeyboardInterrupt:
-            print("caught")
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    raises it again in the main thread, with no traceback.  (It once ran on a 10 ms timer
+    that a test under load could outrun; neither path now has a deadline to miss.)"""
+    script = _DROPPED_CTRL_C.format(after=after)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.stdout.strip() == "caught" and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_a_dropped_ctrl_c_is_raised_once():
+    """The checkpoint and the delivery thread never both raise the same Ctrl-C."""
+    from scalesearch.interrupts import _InterruptRedelivery
+
+    class Unraisable:
+        exc_type = KeyboardInterrupt
+
+    redelivery = _InterruptRedelivery(default_hook=lambda unraisable: None)
+    redelivery.hook(Unraisable())
+    with pytest.raises(KeyboardInterrupt):
+        redelivery.raise_pending()
+    redelivery.thread.join()  # it finds nothing pending and calls no interrupt_main
+    redelivery.raise_pending()  # nothing left: returns
+    for _ in range(1000):  # an interrupt_main from the thread would be raised by now
+        sum(range(100))
+    assert not redelivery.pending
 
 
 def test_kill_and_ctrl_c_at_random_points_then_resume(run_copy):

@@ -3,8 +3,8 @@
 A synthetic class is (shape, texture), so a prediction can be right on one and wrong on
 the other.  This trains resnet20-cifar at some of ``capacity.py``'s configs under the
 default recipe and prints held-out top-1 with the shape and texture accuracy apart.  It is
-how the README's capacity section tells a task that only resolution can pay for (texture
-at chance) from one where capacity pays too.  The numbers quoted there:
+how the capacity study (experiments/capacity/NOTES.md) tells a task that only resolution
+can pay for (texture at chance) from one where capacity pays too.  The numbers quoted there:
 
     # the level that was "hard" before 2026-12: 6 shapes x 3 textures, gratings down to 1/64
     python experiments/attribute_probe.py --shapes disk,hexagon,square,triangle,cross,star \\

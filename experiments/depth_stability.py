@@ -10,7 +10,8 @@ d = 1, 2, 4 (32 px unless --resolution), the default recipe, the built-in synthe
                                            [--dataset ../shared/data/cifar10]   (synthetic by default)
 
 Prints a markdown table and writes it, row by row as each finishes (so a stopped run keeps
-what it measured), to experiments/results/depth/table.md; depth.md holds the write-up.
+what it measured), to experiments/results/depth/table.md (--out); the write-up of every run
+is experiments/deep-candidates/NOTES.md.
 
 Each network is trained once per seed and scored twice on the held-out split: with the
 running BN averages training left ("running"), and after ``recalibrate_bn`` ("top-1", what

@@ -5,22 +5,26 @@ published figures):
 
 * ``flops``: multiply-adds of convolution and linear layers (fvcore's ``conv``,
   ``linear``, ``addmm``, ``matmul`` counts; one multiply-add = one FLOP).
-* ``other_flops``: everything else fvcore counts: batch norm (one per element) and
-  adaptive average pooling.  Element-wise ops (activations, residual adds, the SE
-  multiply) are not counted by fvcore and are not counted here.
+* ``other_flops``: everything else fvcore counts: batch norm (two per element in eval
+  mode: normalise, then scale and shift) and adaptive average pooling (one per input
+  element).  Element-wise ops (activations, residual adds, the SE multiply) and max
+  pooling are not counted by fvcore and are not counted here.
 * ``acts``: output elements of every convolution (fvcore's activation rule for conv),
   the memory side of the paper's Eq. 2.
 
-Counting is cheap when repeated: a network is split into parts (stem, each block, head)
-whose cost depends only on their shape key; each distinct part is traced once per process
-with fvcore and reused within a network (repeated layers of a stage) and across the
-networks of a search.  Totals are identical to one fvcore call on the whole network,
-since fvcore's totals are sums over operators.
+How: a network is split into parts (stem, each block, head) whose cost depends only on
+their shape key, and each distinct part is counted once per process and reused within a
+network (repeated layers of a stage) and across the networks of a search.  A built-in part
+is counted from its key alone by its analytic twin (``cost_analytic``: fvcore's formulas,
+no module built, nothing traced); a part without a twin (a user-registered block type) is
+built and traced with fvcore.  Totals are identical to one fvcore call on the whole
+network (``count_cost_plain``, the reference the tests hold the twins to), since fvcore's
+totals are sums over operators.
 
-Before anything is traced, each part's memory at batch size 1 (float32 weights, buffers,
-its input and every layer's output) is worked out from shapes alone on the meta device;
-a part over ``MEMORY_LIMIT_GIB`` is refused with a ``MemoryLimitError`` instead of
-being allocated.
+Before anything is counted, each part's memory at batch size 1 (float32 weights, buffers,
+its input and every layer's output) is worked out from shapes alone: by the twin, or for a
+part without one by running it on the meta device; a part over ``MEMORY_LIMIT_GIB`` is
+refused with a ``MemoryLimitError`` instead of being allocated.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from fvcore.nn.activation_count import generic_activation_jit
 from fvcore.nn.flop_count import conv_flop_jit
 
 from . import blocks
+from .cost_analytic import Tally, part_tally
 from .errors import UserError
 from .models import Part, build, iter_parts
 from .spec import NetworkSpec, output_size
@@ -92,12 +97,33 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
+def _twin(part: Part) -> tuple[Tally, int] | None:
+    # The analytic (Tally, output size) of a part, or None for a part without a twin.
+    return part_tally(part.key)
+
+
+@functools.lru_cache(maxsize=None)
 def part_footprint(part: Part) -> int:
     """Bytes one part needs at batch size 1: weights, buffers, its input and every layer's output.
 
-    Built and run on the meta device, which carries shapes and allocates nothing.  Every
-    leaf module's output is counted (what a training step keeps for backward).  A user
-    block whose forward cannot run on meta is sized by its weights and input alone.
+    From the part's analytic twin where it has one, else from ``traced_footprint``.
+    """
+    twin = _twin(part)
+    if twin is None:
+        return traced_footprint(part)
+    tally, size = twin
+    if part.key[0] == "block":
+        _check_block_output(part, (1, part.key[3], size, size))
+    channels, height, width = part.input_shape
+    return BYTES_PER_ELEMENT * (channels * height * width + tally.memory)
+
+
+def traced_footprint(part: Part) -> int:
+    """``part_footprint`` worked out by building the part and running it on the meta device.
+
+    The meta device carries shapes and allocates nothing.  Every leaf module's output is
+    counted (what a training step keeps for backward).  A user block whose forward cannot
+    run on meta is sized by its weights and input alone.
     """
     channels, height, width = part.input_shape
     elements = [channels * height * width]
@@ -136,6 +162,7 @@ def _check_block_output(part: Part, shape: tuple[int, ...]) -> None:
 
 def check_memory(parts: list[Part], limit_gib: float | None = None) -> None:
     """Refuse, before any allocation, a network whose largest part exceeds the memory limit."""
+    _forget_replaced_blocks()
     limit_gib = MEMORY_LIMIT_GIB if limit_gib is None else limit_gib
     largest = max(parts, key=part_footprint)
     need_gib = part_footprint(largest) / 2**30
@@ -149,7 +176,17 @@ def check_memory(parts: list[Part], limit_gib: float | None = None) -> None:
 
 @functools.lru_cache(maxsize=None)
 def part_cost(part: Part) -> Cost:
-    """Trace one part with fvcore at batch size 1 (cached by the part's shape key)."""
+    """One part's cost at batch size 1 (cached by the part's shape key): from its analytic
+    twin where it has one, else traced with fvcore (``traced_part_cost``)."""
+    twin = _twin(part)
+    if twin is None:
+        return traced_part_cost(part)
+    tally = twin[0]
+    return Cost(tally.params, tally.flops, tally.other_flops, tally.acts)
+
+
+def traced_part_cost(part: Part) -> Cost:
+    """Build one part and trace it with fvcore at batch size 1 (the counter of record)."""
     with _lock, torch.no_grad():
         module = part.build().eval()
         counts = _analysis(module, torch.zeros(1, *part.input_shape)).by_operator()
@@ -198,6 +235,7 @@ def count_cost_plain(spec: NetworkSpec) -> Cost:
 
 
 def clear_cache() -> None:
+    _twin.cache_clear()
     part_cost.cache_clear()
     part_footprint.cache_clear()
     _spec_costs.clear()

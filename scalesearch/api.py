@@ -37,24 +37,29 @@ def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     """The spec of family member ``phi`` of a finished grid run (as family.csv lists it)."""
     from .grid import search_base
     from .settings import load_settings
-    from .study import FAMILY, read_csv
+    from .study import CONFIG, FAMILY, RunDir, read_csv
 
     run = Path(run_dir)
     if not _is_run(run):
         raise UserError(f"'{run}' is not a scalesearch run directory (no config.json)")
+    config = RunDir(run).open_to_read((CONFIG, FAMILY))
     rows = read_csv(run / FAMILY)
     if not rows:
         raise UserError(f"'{run}' has no {FAMILY} yet: the search has not finished")
-    row = next((r for r in rows if int(r["phi"]) == phi), None)
-    if row is None:
-        raise UserError(f"phi {phi} is not in {run / FAMILY} (it lists phi = 0..{max(int(r['phi']) for r in rows)})")
-    settings = load_settings(run / "config.json")
-    num_classes = json.loads((run / "config.json").read_text()).get("num_classes")
+    try:
+        members = {int(r["phi"]): (float(r["d"]), float(r["w"]), int(r["resolution"])) for r in rows}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"'{run / FAMILY}' is damaged (a row without a whole phi, d, w and resolution); re-run "
+                        f"the search's command to write it again (finished trials are not trained again)") from None
+    if phi not in members:
+        raise UserError(f"phi {phi} is not in {run / FAMILY} (it lists phi = 0..{max(members)})")
+    d, w, resolution = members[phi]
+    settings = load_settings(run / CONFIG)
+    num_classes = config.get("num_classes")
     base = search_base(settings, int(num_classes) if num_classes else get_base(settings.base).num_classes)
-    spec = scale(base, float(row["d"]), float(row["w"]), 1.0, settings.rounding)
-    spec = spec.replace(resolution=int(row["resolution"]), name=f"{base.name}-phi{phi}",
-                        scale=(float(row["d"]), float(row["w"]), int(row["resolution"]) / base.resolution))
-    return spec
+    spec = scale(base, d, w, 1.0, settings.rounding)
+    return spec.replace(resolution=resolution, name=f"{base.name}-phi{phi}",
+                        scale=(d, w, resolution / base.resolution))
 
 
 def create_model(source: str | Path | NetworkSpec, phi: int = 0, alpha: float | None = None,
@@ -76,17 +81,29 @@ def create_model(source: str | Path | NetworkSpec, phi: int = 0, alpha: float | 
     return build(spec)
 
 
+UNTRAINED = ("untrained: freshly initialised weights of the member's architecture (a search trains "
+             "short proxies at phi = 1 and keeps no weights); train it in your own pipeline")
+
+
 def export_member(run_dir: str | Path, phi: int, out: str | Path) -> list[Path]:
-    """Write family member ``phi`` of a run: spec.yaml, model.pt (state_dict) and meta.json."""
+    """Write family member ``phi`` of a run: spec.yaml, model.pt (an untrained state_dict)
+    and meta.json (its cost, and what its weights are)."""
     import torch
 
     from .cost import count_cost
     from .models import build
     from .spec import save_spec
+    from .study import writable_problem
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not an empty folder; choose another --out")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = writable_problem(existing) if existing.is_dir() else f"'{existing}' is a file"
+    if problem:
+        raise UserError(f"--out '{out}' cannot be created ({problem}); choose another --out")
     spec = member_spec(run_dir, phi)
     model = build(spec)
     cost = count_cost(spec)
@@ -95,18 +112,30 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path) -> list[Path]:
     save_spec(spec, files[0])
     torch.save(model.state_dict(), files[1])
     files[2].write_text(json.dumps(dict(run=str(run_dir), phi=phi, resolution=spec.resolution,
-                                        **cost.as_dict(), load="scalesearch.load_model(FOLDER)"), indent=2) + "\n")
+                                        **cost.as_dict(), weights=UNTRAINED,
+                                        load="scalesearch.load_model(FOLDER)"), indent=2) + "\n")
     return files
 
 
 def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
     """Rebuild an exported member from its spec.yaml and load its model.pt."""
+    import pickle
+
     import torch
 
     from .models import build
     from .spec import load_spec
 
     folder = Path(folder)
+    for name in ("spec.yaml", "model.pt"):
+        if not (folder / name).is_file():
+            raise UserError(f"'{folder}' is not an exported member: it has no {name} (see `scalesearch export`)")
     model = build(load_spec(folder / "spec.yaml"))
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"'{folder / 'model.pt'}' does not hold the weights of the network in its spec.yaml "
+                        f"({first:.160}); export the member again") from None
     return model

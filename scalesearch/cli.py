@@ -150,7 +150,7 @@ def family_cmd(
     gamma: float = typer.Option(..., "--gamma", help="Resolution coefficient (>= 1)."),
     phi_max: Optional[int] = typer.Option(None, "--phi-max", min=0, max=20, help=_help("Largest phi.", "phi_max")),
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help="Fit the resolution at each phi so measured FLOPs are target^phi (a ratio such as 2x); without it, Eq. 3 literally."),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("With --target-flops: how far from target^phi a member may measure.", "tolerance")),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("With --target-flops (refused without it): how far from target^phi a member may measure.", "tolerance")),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array and nothing else."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
@@ -167,8 +167,8 @@ def family_cmd(
         from .settings import default_of
 
         phi_max = default_of("phi_max") if phi_max is None else phi_max
-        rows = family(get_base(base), alpha, beta, gamma, phi_max, _rounding(depth_rounding),
-                      **({"target": target, "tolerance": tolerance} if target is not None else {}))
+        rows = family(get_base(base), alpha, beta, gamma, phi_max, _rounding(depth_rounding), target=target,
+                      tolerance=tolerance)
     if as_json:
         _emit_json(rows)
         return
@@ -204,13 +204,16 @@ def export(
     phi: int = typer.Option(..., "--phi", help="Which family member (a phi of the run's family.csv)."),
     out: str = typer.Option(..., "--out", help="A new folder for spec.yaml, model.pt and meta.json."),
 ) -> None:
-    """Write a family member's spec (YAML) and its built module (state_dict) for your own pipeline."""
+    """Write a family member's spec (YAML) and its built, untrained module (state_dict) for your own pipeline."""
     from .api import export_member
+
+    from .api import UNTRAINED
 
     with user_errors():
         files = export_member(run_dir, phi, out)
     for path in files:
         typer.echo(str(path))
+    typer.echo(f"note: model.pt is {UNTRAINED}")
 
 
 @app.command()
@@ -235,7 +238,7 @@ def grid(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("Training batch size.", "batch_size")),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's rate, scaled with the batch size)."),
     clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help=_help("Clip each step's global gradient norm to this; 0: no clipping (trials.csv's 'clipped' says how often it acted).", "clip_norm")),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=_help("sgd (Nesterov) or lars (the same with layer-wise rates: each weight tensor steps by --trust x its norm; see README, 'Deep candidates').", "optimizer")),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=_help("sgd (Nesterov) or lars (the same with layer-wise rates: each weight tensor steps by --trust x its norm; see experiments/deep-candidates/NOTES.md).", "optimizer")),
     trust: Optional[float] = typer.Option(None, "--trust", help=_help("With --optimizer lars: each layer's step as a fraction of its weight norm.", "trust")),
     residual_init: Optional[str] = typer.Option(None, "--residual-init", help=_help("How the BN scale feeding each residual add starts: one (the reference), zero, or scaled (1/sqrt(L) for L residual blocks; with --optimizer lars it trains deep ResNets at short budgets).", "residual_init")),
     seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
@@ -376,7 +379,7 @@ def _plateau_hint(diverged, recipe) -> None:  # noqa: ANN001 - TrialRows, TrainC
         [] if recipe.optimizer == "lars" else ["--optimizer lars"])
     if options:
         typer.echo(f"hint: deep candidates that sit at chance at a short budget trained with {' and '.join(options)} "
-                   f"in our measurements (README, 'Deep candidates')")
+                   f"in our measurements (experiments/deep-candidates/NOTES.md)")
 
 
 def _family_table(rows) -> str:  # noqa: ANN001

@@ -95,7 +95,10 @@ def _grid_series(summaries: Sequence[Any], label: str) -> Series:
 
 
 def load_series(path: str | Path) -> list[Series]:
-    """The results saved at ``path`` as labelled series (see the module docstring)."""
+    """The results saved at ``path`` as labelled series (see the module docstring).
+
+    A file read from a run folder is checked against the checksum recorded when it was
+    written (as a resume would), so a damaged file is refused instead of plotted."""
     from .study import TRIALS, RunDir, TrialRow, read_csv, summarize
 
     path = Path(path)
@@ -103,15 +106,19 @@ def load_series(path: str | Path) -> list[Series]:
         raise UserError(f"'{path}' does not exist")
     name = path.name if path.is_dir() else path.parent.name
     if path.is_dir():
+        run = RunDir(path)
         results = [p for p in sorted(path.glob("*.csv")) if _is_reproduction(p)]
         if results:
+            run.open_to_read([results[0].name])
             return _flatten(series_from_results(read_csv(results[0])), name)
         if (path / TRIALS).is_file():
-            rows = RunDir(path).trials().values()
+            run.open_to_read([TRIALS])
+            rows = run.trials().values()
             return [_grid_series(summarize(rows), f"{name} (grid)")] if rows else _none(path)
         return _none(path)
     if path.suffix.lower() != ".csv":
         return _none(path)
+    RunDir(path.parent).verify([path.name])
     if _is_reproduction(path):
         return _flatten(series_from_results(read_csv(path)), name)
     rows = read_csv(path)
@@ -159,6 +166,11 @@ def curves(paths: Sequence[str | Path], out: str | Path, title: str | None = Non
         raise UserError(f"--out '{out}' must end in .png or .svg")
     if out.parent and not out.parent.is_dir():
         raise UserError(f"--out '{out}': folder '{out.parent}' does not exist")
+    from .study import writable_problem
+
+    problem = writable_problem(out.parent)
+    if problem:
+        raise UserError(f"--out '{out}': folder '{out.parent}' is not writable ({problem})")
     series: list[Series] = []
     for p in paths:
         series += load_series(p)

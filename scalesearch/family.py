@@ -10,6 +10,7 @@ method promises; the formula's gamma^phi is reported beside the fitted r.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -18,7 +19,7 @@ from .gridspace import fit_resolution
 from .spec import NetworkSpec
 
 
-def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: int | None = None,
+def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: float, phi_max: int | None = None,
            rounding: Rounding = DEFAULT_ROUNDING, *, target: float | None = None,
            tolerance: float | None = None) -> list[dict[str, Any]]:
     """Rows for phi = 0..phi_max: the scaled network's (d, w, r) and its measured cost.
@@ -36,18 +37,26 @@ def family(base: NetworkSpec, alpha: float, beta: float, gamma: float, phi_max: 
     resolution and is reported outside the tolerance.  The literal rows get none of
     these columns: there is no target to be within.
     """
-    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target) and target >= 1):
-        raise UserError(f"family target must be a FLOPs ratio >= 1 per phi (got {target})")
-    if phi_max is None:
-        from .settings import default_of
+    from .bases import get_base
+    from .settings import PHI_MAX_LIMIT, default_of
 
+    base = base if isinstance(base, NetworkSpec) else get_base(str(base))  # a name or spec file, as the CLI takes
+    compound(alpha, beta, gamma, 0)
+    if target is not None and (isinstance(target, bool) or not (isinstance(target, (int, float))
+                                                                 and math.isfinite(target) and target >= 1)):
+        raise UserError(f"family target must be a FLOPs ratio >= 1 per phi (got {target!r})")
+    if phi_max is None:
         phi_max = default_of("phi_max")  # SearchSettings' default, written there once
+    if isinstance(phi_max, bool) or not isinstance(phi_max, int) or not 0 <= phi_max <= PHI_MAX_LIMIT:
+        raise UserError(f"family phi_max must be a whole number from 0 to {PHI_MAX_LIMIT} (got {phi_max!r})")
+    if tolerance is not None and target is None:
+        raise UserError(f"family tolerance ({tolerance!r}) applies to a fitted family only: give a target too")
     if tolerance is None:
         from .gridspace import GridSpec
 
         tolerance = GridSpec().tolerance  # the grid's own default, written there once
-    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
-        raise UserError(f"family tolerance must be between 0 and 1 (got {tolerance})")
+    if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
+        raise UserError(f"family tolerance must be between 0 and 1 (got {tolerance!r})")
     from .cost import count_cost
 
     base_cost = count_cost(base)

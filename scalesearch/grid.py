@@ -32,7 +32,7 @@ from .gridspace import Candidate, candidates, drop_counts
 from .settings import SearchSettings
 from .spec import NetworkSpec
 from .study import (BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, SUMMARY_COLUMNS, RunDir, Summary, TrialContext,
-                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, verdict, write_csv, write_json)
+                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, verdict)
 from .trial import load_dataset
 
 Event = Any
@@ -301,7 +301,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     result.family_note = why and f"the family stops at phi = {last}: {why}"
     result.family = family(base, best["alpha"], best["beta"], best["gamma"], last, settings.rounding,
                            target=target_ratio, tolerance=settings.grid.tolerance)
-    write_csv(run / FAMILY, result.family)
+    run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
     return result
 
@@ -309,7 +309,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
 def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettings,
                    seconds: float | None = None) -> dict[str, Any] | None:
     """summary.csv and best.json as they stand (rewritten after every trial)."""
-    write_csv(run / SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
+    run.write_run_csv(SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
     ranked = [s for s in summaries if s.ranked]
     if not ranked:
         return None
@@ -324,7 +324,7 @@ def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettin
                                  separable=found.separable, text=found.text)
     if seconds is not None:
         record["search_seconds"] = seconds
-    write_json(run / BEST, record)
+    run.write_run_json(BEST, record)
     return record
 
 

@@ -85,8 +85,9 @@ MAX_POINTS = 20_000  # (alpha, beta) pairs: each is a gamma fit of several cost 
 # nominal tolerance, measured:   0.05  0.08  0.10  0.15  none
 #   resnet20-cifar at 32px          4     4     6     7     8
 #   efficientnet-b0 at 224px        3     5    10    11    17
-# 0.10 is the knee; it drops the README demo's 1.48-1.53 rows (whose product, raised to
-# phi = 7, gives 19x instead of 128x) and bounds the drift at phi = 7 to 1.1^7 = 1.9x.
+# 0.10 is the knee; it drops the demo's 1.48-1.53 rows (experiments/demo-seeds/candidates.csv;
+# their product, raised to phi = 7, gives 19x instead of 128x) and bounds the drift at phi = 7
+# to 1.1^7 = 1.9x.
 NOMINAL_TOLERANCE = 0.10
 
 

@@ -286,7 +286,7 @@ def build(spec: NetworkSpec, device: str | torch.device | None = None,
     ``residual_init`` says how the BN scale feeding each residual add starts (see
     ``RESIDUAL_INITS``): "one" by default; "zero" (Goyal et al. 2017) left short proxy
     training of shallow nets near chance here; "scaled" (1/sqrt(L) for L residual blocks)
-    with layer-wise rates trained ResNet-18 at every depth (README, "Deep candidates").
+    with layer-wise rates trained ResNet-18 at every depth (experiments/deep-candidates/NOTES.md).
     ``feature_norm`` adds the head's normalisation of the pooled features (see ``Head``),
     which the short-training recipe uses (``TrainConfig.feature_norm``).
     """

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .study import CANDIDATES, TRIALS, RunDir, read_csv, summarize
+from .study import CANDIDATES, CONFIG, TRIALS, RunDir, read_csv, summarize
 
 
-def _points(run: Path) -> list[dict[str, Any]]:
+def _points(run: RunDir) -> list[dict[str, Any]]:
     """One point per ranked candidate: its mean top-1 over seeds and the seed-to-seed std."""
-    rows = RunDir(run).trials().values()
+    rows = run.trials().values()
     return [dict(s.as_dict(), top1=s.top1_mean, std=s.top1_std or 0.0) for s in summarize(rows)
             if s.ranked and s.top1_mean is not None]
 
@@ -34,34 +34,26 @@ def _kept(row: dict[str, Any]) -> bool:
     return Candidate.from_row(row).kept
 
 
-def config_target(run: Path) -> float | None:
-    import json
-
-    path = run / "config.json"
-    return json.loads(path.read_text()).get("target_flops_absolute") if path.is_file() else None
-
-
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Draw the run's plots as PNG and SVG; returns the files written."""
-    import json
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = Path(run_dir)
-    if not (run / TRIALS).is_file():
-        raise UserError(f"'{run}' has no {TRIALS}: not a scalesearch run directory, or no trial finished yet")
-    trials = _points(run)
-    if not trials:
-        raise UserError(f"'{run}' has no completed trial to plot yet")
-    candidates = read_csv(run / CANDIDATES)
-    best = max(trials, key=lambda r: r["top1"])
     from .settings import flatten
 
-    config = flatten(json.loads((run / "config.json").read_text()).get("settings", {})) \
-        if (run / "config.json").is_file() else {}
+    run = RunDir(run_dir)
+    if not (run / TRIALS).is_file():
+        raise UserError(f"'{run.path}' has no {TRIALS}: not a scalesearch run directory, or no trial finished yet")
+    recorded = run.open_to_read((CONFIG, CANDIDATES, TRIALS))
+    trials = _points(run)
+    if not trials:
+        raise UserError(f"'{run.path}' has no completed trial to plot yet")
+    run.check_writable("the plots")
+    candidates = read_csv(run / CANDIDATES)
+    best = max(trials, key=lambda r: r["top1"])
+    config = flatten(recorded.get("settings") or {})
     title = f"{config.get('base', '')} at phi = 1, target {config.get('target_flops', '')} FLOPs, {config.get('dataset', '')}"
     written = []
 
@@ -76,7 +68,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")
-    target = config_target(run)
+    target = recorded.get("target_flops_absolute")
     if target:
         from .gridspace import GridSpec
 
@@ -134,6 +126,12 @@ def _style(label: str, k: int) -> tuple[str, str]:
     return cycle[k % len(cycle)], "v*Ph<>"[k % 6]
 
 
+def hollow_points(series: list) -> set[tuple[float, float]]:
+    """The diverged points of ``series`` (curves.Series) as (FLOPs, top-1): a point that
+    several curves share (the baseline every method starts from) is one point."""
+    return {(p.flops, p.top1) for s in series for p in s.points if p.top1 is not None and p.diverged}
+
+
 def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
     """Top-1 (%) against measured FLOPs, one curve or point set per series, error bars from seeds.
 
@@ -151,12 +149,11 @@ def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
     for ax, (name, series) in zip(axes[0], panels.items()):
         flops = [p.flops for s in series for p in s.points if p.top1 is not None]
         unit, scale = (1e9, "G") if flops and max(flops) >= 5e9 else (1e6, "M")
-        diverged = 0
+        diverged = hollow_points(series)
         for k, s in enumerate(series):
             colour, marker = _style(s.label, k)
             pts = [p for p in s.points if p.top1 is not None and not p.diverged]
             bad = [p for p in s.points if p.top1 is not None and p.diverged]
-            diverged += len(bad)
             if bad:  # shown hollow, never joined to the curve: no healthy seed
                 ax.scatter([p.flops / unit for p in bad], [p.top1 for p in bad], marker=marker, s=40,
                            facecolor="none", edgecolor=colour, linewidth=1.2, zorder=3)
@@ -175,7 +172,7 @@ def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.margins(x=0.06, y=0.12)
-        legend_title = f"hollow: {diverged} point(s) at chance (diverged), not compared" if diverged else None
+        legend_title = f"hollow: {len(diverged)} point(s) at chance (diverged), not compared" if diverged else None
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="best")
         else:  # nothing trained yet, or nothing healthy: say so rather than an empty legend

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .errors import UserError
 from .settings import BackendSettings, DataSettings, SettingsError, flatten
-from .study import (CONFIG, TRIALS, RunDir, Summary, TrialContext, TrialFinished, TrialRow, TrialSpec, Verdict, compare,
+from .study import (COMPLETE, CONFIG, TRIALS, RunDir, Summary, TrialContext, TrialFinished, TrialRow, TrialSpec, Verdict, compare,
                     summarize)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -541,7 +541,6 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
               progress: bool = True, backend: Any = None, estimate: bool = True) -> ReproduceResult:
     """The whole experiment; see the module docstring.  ``backend`` overrides the settings' one."""
     from .backends import get_backend
-    from .study import write_csv
     from .trial import load_dataset
 
     emit = on_event or (lambda event: None)
@@ -577,8 +576,8 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
         write_config()
         result = ReproduceResult(out=run.path, models=models)
         if dry_run:
-            write_csv(run / MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
-            write_csv(run / f"{exp.name}.csv", [m.as_dict() for m in models], MODEL_COLUMNS)
+            run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
+            run.write_run_csv(f"{exp.name}.csv", [m.as_dict() for m in models], MODEL_COLUMNS)
             result.files = [run / CONFIG, run / MODELS, run / f"{exp.name}.csv"]
             return result
         searched = [b for b in exp.bases if exp.coefficients.get(b) == "search" and b not in given]
@@ -587,7 +586,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
             write_config()
         if searched:
             models = result.models = plan(settings, dataset.num_classes, given)
-        write_csv(run / MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
+        run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
         # The paper's rows first (they carry the verdict), then the rest of the curves; seed-major
         # within each, so a run stopped early already holds whole comparisons.
         paper = [m for m in models if m.row.paper_top1 is not None]
@@ -613,7 +612,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
             summaries = summarize(rows)
             found = verdicts(models, summaries)
             result.summaries, result.verdicts = summaries, found
-            return write_outputs(run.path, settings, models, rows, summaries, found, dataset.name)
+            return write_outputs(run, settings, models, rows, summaries, found, dataset.name)
 
         def on_study_event(event: Any) -> None:
             emit(event)
@@ -622,6 +621,11 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
 
         result.rows = run_study(trials, run, backend, context, on_study_event)
         result.files = write(result.rows)
+        healthy = [r for r in result.rows if r.state == COMPLETE and r.top1 is not None]
+        if result.rows and not healthy:  # as grid: nothing to compare is a failed run, not a result
+            raise UserError(f"no row trained healthily in {run.path} (all {len(result.rows)} trials diverged, were "
+                            f"pruned or failed: see {exp.name}.md and trials.csv); raise the budget, or try "
+                            f"--optimizer lars")
         return result
     finally:
         run.release()
@@ -732,7 +736,14 @@ def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[Base
         for c in compound_rows:
             name = base if len(compound_rows) == 1 else f"{base} ({c.row.label})"
             cs = by_id.get(c.id)
-            if cs is None or not cs.ranked:
+            # A row with no trial yet (a run stopped early) is waiting, not failed: say which.
+            waiting = [m for m in (c, *singles) if m.id not in by_id]
+            pending = (f"not trained yet: {len(waiting)} of {len(singles) + 1} rows of this comparison "
+                       f"(re-run the same command to resume)") if waiting else ""
+            if cs is None:
+                out.append(BaseVerdict(base, c.id, [], f"{name}: {pending}; no comparison yet"))
+                continue
+            if not cs.ranked:
                 out.append(BaseVerdict(base, c.id, [], f"{name}: the compound row did not train healthily "
                                                        f"(see trials.csv); no comparison"))
                 continue
@@ -741,7 +752,11 @@ def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[Base
                 s = by_id.get(m.id)
                 if s is not None and s.ranked:
                     against.append((m.id, compare(cs, s, m.row.label)))
-            out.append(BaseVerdict(base, c.id, against, _verdict_text(name, c, against, models)))
+            if not against and pending:
+                text = f"{name}: {pending}; no comparison yet"
+            else:
+                text = _verdict_text(name, c, against, models) + (f"; {pending}" if pending else "")
+            out.append(BaseVerdict(base, c.id, against, text))
     return out
 
 
@@ -857,15 +872,16 @@ def _f(value: Any, spec: str, unit: str = "") -> str:
     return format(value, spec) + unit
 
 
-def write_outputs(out: Path, settings: ReproduceSettings, models: Sequence[Model], rows: Sequence[TrialRow],
+def write_outputs(run: RunDir, settings: ReproduceSettings, models: Sequence[Model], rows: Sequence[TrialRow],
                   summaries: Sequence[Summary], found: Sequence[BaseVerdict], dataset_name: str) -> list[Path]:
     from .plots import draw_curves
-    from .study import write_atomic, write_csv
+    from .study import write_atomic
     from .curves import series_from_results
 
+    out = run.path
     name = settings.experiment.name
     table = result_rows(models, rows, summaries)
-    write_csv(out / f"{name}.csv", table, RESULT_COLUMNS)
+    run.write_run_csv(f"{name}.csv", table, RESULT_COLUMNS)
     write_atomic(out / f"{name}.md", markdown(settings, models, summaries, found, dataset_name))
     recipe = settings.train
     budget = (f"{dataset_name}, {settings.resolution} px proxy, {recipe.images or recipe.epochs:g} "

@@ -130,15 +130,27 @@ def round_resolution(resolution: int, r: float, rounding: Rounding = DEFAULT_ROU
     return max(m, int(math.floor(resolution * r / m + 0.5)) * m)
 
 
+def _factor_problem(name: str, value: object, minimum: float, inclusive: bool) -> str:
+    """What is wrong with a scaling factor ("" when nothing is): a number, finite, in range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} must be a number (got {value!r})"
+    if not math.isfinite(value):
+        return f"{name} must be a finite number (got {value})"
+    if value < minimum or (value == minimum and not inclusive):
+        return f"{name} must be {'>=' if inclusive else '>'} {minimum:g} (got {value:g})"
+    if value > MAX_FACTOR:
+        return f"{name} must be at most {MAX_FACTOR:g} (got {value:g})"
+    return ""
+
+
 def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float, float, float]:
     """Eq. 3: d = alpha^phi, w = beta^phi, r = gamma^phi."""
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
-            raise ScaleError(f"{name} must be >= 1 (got {value})")
-        if value > MAX_FACTOR:
-            raise ScaleError(f"{name} must be at most {MAX_FACTOR:g} (got {value:g})")
-    if not (isinstance(phi, (int, float)) and math.isfinite(phi) and phi >= 0):
-        raise ScaleError(f"phi must be >= 0 (got {phi})")
+        problem = _factor_problem(name, value, 1, inclusive=True)
+        if problem:
+            raise ScaleError(problem)
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi) or phi < 0:
+        raise ScaleError(f"phi must be a finite number >= 0 (got {phi!r})")
     return alpha**phi, beta**phi, gamma**phi
 
 
@@ -152,11 +164,9 @@ def nominal_ratio(alpha: float, beta: float, gamma: float, phi: float = 1.0) -> 
 
 def check_factors(d: float, w: float, r: float) -> None:
     for name, value in (("d", d), ("w", w), ("r", r)):
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                and value > 0):
-            raise ScaleError(f"{name} must be > 0 (got {value})")
-        if value > MAX_FACTOR:
-            raise ScaleError(f"{name} must be at most {MAX_FACTOR:g} (got {value:g})")
+        problem = _factor_problem(name, value, 0, inclusive=False)
+        if problem:
+            raise ScaleError(problem)
 
 
 def scale(spec: NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,

@@ -33,6 +33,7 @@ BACKENDS = ("optuna", "ray")
 MAX_EPOCHS = 10_000       # per trial
 MAX_IMAGES = 10**12       # per trial
 ORDERS = ("random", "nearest", "spread", "id")
+PHI_MAX_LIMIT = 20        # the largest phi a family extrapolates to
 # TrainConfig fields that a trial sets itself (one seed per trial, the device and threads it runs on).
 PER_TRIAL = ("seed", "device", "threads")
 
@@ -163,8 +164,8 @@ class SearchSettings:
                    and all(_is_int(c) and c >= 0 for c in self.candidates),
                    "candidates", self.candidates, "must be a list of candidate ids (0, 1, ...)")
         _check(self.order in ORDERS, "order", self.order, f"must be one of {', '.join(ORDERS)}")
-        _check(_is_int(self.phi_max) and 0 <= self.phi_max <= 20, "phi_max", self.phi_max,
-               "must be an integer from 0 to 20")
+        _check(_is_int(self.phi_max) and 0 <= self.phi_max <= PHI_MAX_LIMIT, "phi_max", self.phi_max,
+               f"must be an integer from 0 to {PHI_MAX_LIMIT}")
         # A short-training budget past these is a typo that would run for days, not a search.
         epochs, images = getattr(self.train, "epochs", None), getattr(self.train, "images", None)
         _check(not _is_number(epochs) or epochs <= MAX_EPOCHS, "epochs", epochs,

@@ -332,11 +332,19 @@ def _read_text(path: Path) -> str:
                         f"offset {exc.start})") from None
 
 
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 def load_spec(path: str | Path) -> NetworkSpec:
     """Read a spec from a .json, .yaml or .yml file; any problem is one SpecError line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"spec file '{path}' is a folder: give a .json, .yaml or .yml file")
     if not path.is_file():
         raise SpecError(f"spec file '{path}' does not exist")
+    if path.suffix.lower() not in SPEC_SUFFIXES:
+        raise SpecError(f"spec file '{path}' must end in .json, .yaml or .yml (got "
+                        f"{path.suffix or 'no suffix'})")
     text = _read_text(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):

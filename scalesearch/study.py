@@ -149,10 +149,29 @@ class TrialRow:
         except (TypeError, ValueError):
             raise UserError(f"{where}: a row is damaged ({dict(row)!r:.200}); move the file away to re-run "
                             f"those trials, or choose another --out") from None
-        values["state"] = str(values["state"] or COMPLETE)
+        problem = _incomplete(row, values)
+        if problem:
+            raise UserError(f"{where}: the row of trial {values['trial']} is incomplete ({problem}), so it is no "
+                            f"result; move the file away to train its trials again, or choose another --out")
+        values["state"] = str(values["state"] or COMPLETE)  # no state column: written before states existed
         values["diverged"] = str(values["diverged"] or "")
         values["backend"] = str(values["backend"] or "")
         return cls(**values)
+
+
+STATES = (COMPLETE, PRUNED, DIVERGED, FAIL)
+
+
+def _incomplete(row: dict[str, Any], values: dict[str, Any]) -> str:
+    """Why a row read back is not a whole row ("" when it is): a row cut short leaves its
+    last cells empty, and an empty cell is never read as a default."""
+    if "state" in row and values["state"] not in STATES:
+        return "no state" if values["state"] is None else f"state {values['state']!r} is not one of {', '.join(STATES)}"
+    needed = ["flops"] + (["top1", "loss", "seconds"] if (values["state"] or COMPLETE) == COMPLETE else [])
+    missing = [name for name in needed if name in row and values[name] is None]
+    if missing:
+        return f"no {', no '.join(missing)}"
+    return ""
 
 
 # -- the run directory ----------------------------------------------------------------------
@@ -162,12 +181,19 @@ def writable_problem(folder: Path) -> str:
     bits, then a real try that leaves nothing behind (a read-only file system, or one that
     refuses even root)."""
     if not os.access(folder, os.W_OK | os.X_OK):
-        return "permission denied"
+        return "read-only file system" if _read_only_mount(folder) else "permission denied"
     try:
         os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".scalesearch-probe-"))
     except OSError as exc:
         return (exc.strerror or str(exc)).lower()
     return ""
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 class RunFileError(UserError):
@@ -278,15 +304,30 @@ class RunDir:
             raise UserError(f"--out '{self.path}' is not writable ({inside}{problem}): choose another --out")
 
     def read_config(self) -> dict[str, Any]:
+        path = self.path / CONFIG
         try:
-            data = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("not a mapping")
             return data
         except (ValueError, UnicodeDecodeError):
-            raise UserError(f"--out '{self.path}' has an unreadable {CONFIG}; choose another --out") from None
+            raise UserError(f"'{path}' is damaged (not a JSON object): restore it, or use another run "
+                            f"folder") from None
         except OSError as exc:
-            raise UserError(f"cannot read '{self.path / CONFIG}': {exc.strerror or exc}") from None
+            raise UserError(f"cannot read '{path}': {exc.strerror or exc}") from None
+
+    def open_to_read(self, names: Iterable[str]) -> dict[str, Any]:
+        """For a command that reads a run folder and changes nothing in it (plot, curves,
+        export): refuse one whose ``names`` no longer match their checksums, as a resume
+        would; returns config.json ({} for a folder without one)."""
+        self.verify(names)
+        return self.read_config() if self.exists else {}
+
+    def check_writable(self, what: str) -> None:
+        """Refuse before any work when ``what`` cannot be written into this folder."""
+        problem = writable_problem(self.path)
+        if problem:
+            raise RunFileError(f"cannot write {what} into '{self.path}' ({problem})")
 
     def create_and_lock(self) -> None:
         """Make the folder and take its lock, or refuse naming the process that holds it."""
@@ -373,11 +414,14 @@ class RunDir:
     def write_run_csv(self, name: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
         self.write_checked(name, csv_text(rows, columns))
 
-    def verify(self) -> None:
+    def verify(self, names: Iterable[str] = CHECKED) -> None:
         """Refuse a recorded file whose contents no longer match its checksum (a file moved
-        away is the user's word: not checked).  Runs written before the manifest pass."""
+        away is the user's word: not checked).  Runs written before the manifest pass.
+
+        A resume checks the files it reads (``CHECKED``); every other reader of a run folder
+        (plot, curves, export, a report) checks the files it reads the same way."""
         manifest = self._read_manifest()
-        for name in CHECKED:
+        for name in names:
             path = self.path / name
             accepted = manifest.get(name)
             if not accepted or not path.is_file():
@@ -388,7 +432,7 @@ class RunDir:
                 raise UserError(f"cannot read '{path}': {exc.strerror or exc}") from None
             if digest not in accepted:
                 raise RunFileDamaged(f"'{path}' is damaged: it no longer matches the checksum recorded when it "
-                                     f"was written; {_REMEDY[name]}")
+                                     f"was written; {_REMEDY.get(name, _REWRITE)}")
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -406,6 +450,8 @@ class RunDir:
         self.write_run_csv(TRIALS, [r.as_dict() for r in rows], TrialRow.columns())
 
 
+_REWRITE = ("it is written from trials.csv at the end of a run: re-run the same command to write it again "
+            "(finished trials are not trained again)")
 _REMEDY = {
     CONFIG: "restore it, or choose another --out (its finished trials are listed in trials.csv)",
     CANDIDATES: "move it away to measure the candidates again (the same settings give the same table), "

@@ -12,10 +12,10 @@ behind its weights; and the pooled features normalised before the classifier
 (``TrainConfig.feature_norm``), without which deep candidates sat at chance.  Every
 default of the recipe is written once, in ``TrainConfig``.
 
-Both stabilisers were measured (experiments/results/depth/depth.md).  At 124 steps the old
+Both stabilisers were measured (experiments/deep-candidates/NOTES.md).  At 124 steps the old
 limit of 5 let a gradient spike (global norm 4.3, at the peak rate) through that left
 resnet20-cifar at d = 2 at chance for good, its training loss at ln(classes); a limit of 1
-caps that step.  Measured since (README, "Does the built-in task reward capacity?"): on ResNet-20
+caps that step.  Measured since (experiments/capacity/NOTES.md): on ResNet-20
 the global gradient norm stays between 1.3 and 2.3, so the limit of 1 cuts down nearly every
 step (``TrainResult.clipped``) and acts as a rate that is lower for networks with larger
 gradients, deeper ones above all; ``clip_norm=None`` trains without it.
@@ -31,8 +31,8 @@ trains EfficientNet-B0 2.1x and MobileNetV2 1.9x faster, but ResNet-50 0.8x as f
 ``optimizer="lars"`` adds layer-wise rates (``LayerwiseSGD``): at the reproduce ``cpu``
 budget (CIFAR-10, 250 steps at batch 32, every step clipped) it took every Table 3 row off
 chance (ResNet-50's baseline from 14% to 38%), but on the synthetic task it cost ResNet-20
-4 to 6 points and left ResNet-18 at d = 4 at chance, so SGD stays the default (README,
-"Deep candidates" and "Table 3").
+4 to 6 points and left ResNet-18 at d = 4 at chance, so SGD stays the default
+(experiments/deep-candidates/NOTES.md, experiments/table3-cifar10/NOTES.md).
 
 A run that went wrong is not dropped but marked: ``TrainResult.diverged`` says why
 (``divergence``), so a search can refuse to rank it.
@@ -117,7 +117,8 @@ class TrainConfig:
         checks = [
             ("epochs", False, False, lambda v: v > 0, "must be > 0"),
             ("images", True, True, lambda v: v > 0, "must be > 0"),
-            ("batch_size", True, False, lambda v: v > 0, "must be > 0"),
+            # Batch norm normalises over the batch: one image per batch (on a 1x1 map) has nothing to normalise by.
+            ("batch_size", True, False, lambda v: v >= 2, "must be >= 2 (batch norm needs two images per batch)"),
             ("lr", False, True, lambda v: v > 0, "must be > 0"),
             ("lr_per_256", False, False, lambda v: v > 0, "must be > 0"),
             ("weight_decay", False, False, lambda v: v >= 0, "must be >= 0"),
@@ -320,7 +321,7 @@ class LayerwiseSGD(torch.optim.SGD):
     the plain gradient.  Momentum, Nesterov, weight decay and the schedule then act as in
     ``torch.optim.SGD``.  Why: in a deep BN network at initialisation most of the gradient's
     norm sits in the first layers (the stem held 61 of 75 on ResNet-18 at d = 4), so one
-    global rate or clip gives the body almost no step (README, "Deep candidates").
+    global rate or clip gives the body almost no step (experiments/deep-candidates/NOTES.md).
     """
 
     def __init__(self, params: Any, *, trust: float, **kwargs: Any) -> None:

@@ -328,6 +328,27 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
         open_dataset(folder)
 
 
+@pytest.mark.parametrize("labels, problem", [
+    ([i % 3 for i in range(5)], "5 labels for 6 images"),                 # one short: would pair wrongly
+    ([0, 1, 2, 57, 0, 1], "label 57 is outside 0..2 (3 classes"),         # once: IndexError in training
+    ([0, 1, -1, 0, 1, 2], "label -1 is outside 0..2"),                    # once: RuntimeError in bincount
+    ([[0, 1]] * 6, "'labels' is not a list of integer class indices (shape (6, 2)"),
+    ([0.5] * 6, "'labels' is not a list of integer class indices (shape (6,), float64)"),
+], ids=["short", "too-large", "negative", "nested", "float"])
+def test_damaged_cifar_labels_are_refused_when_read(tmp_path, labels, problem):
+    folder = fake_cifar10(tmp_path / "c")
+    rng = np.random.default_rng(1)
+    dump(folder / "data_batch_3", {b"data": rng.integers(0, 256, (6, 48), dtype=np.uint8), b"labels": labels})
+    message = one_line_error(folder)
+    assert f"CIFAR pickle file '{folder / 'data_batch_3'}' is malformed: {problem}" in message, message
+
+
+def test_cifar_rows_that_are_not_square_images_are_refused(tmp_path):
+    folder = fake_cifar10(tmp_path / "c")
+    dump(folder / "test_batch", {b"data": np.zeros((6, 50), dtype=np.uint8), b"labels": [0] * 6})
+    assert "test_batch' is malformed: rows of (50,) values are not 3 x H x H pixels" in one_line_error(folder)
+
+
 # -- errors ----------------------------------------------------------------------------
 
 def one_line_error(source, **kwargs) -> str:

@@ -53,3 +53,19 @@ def test_fitted_reports_a_phi_it_cannot_reach():
 def test_fitted_refuses_bad_arguments(kwargs):
     with pytest.raises(UserError, match="family"):
         family(get_base("resnet20-cifar"), 1.0, 1.2, 1.0, phi_max=1, **kwargs)
+
+
+def test_the_api_takes_what_the_cli_takes_and_says_what_it_says():
+    """A base name works as in measure and create_model; bad values raise the tool's own error
+    with the CLI's one line, never [] or a raw TypeError."""
+    by_name = family("resnet20-cifar", 1.2, 1.1, 1.15, phi_max=1)
+    assert by_name == family(get_base("resnet20-cifar"), 1.2, 1.1, 1.15, phi_max=1)
+    for phi_max in (-1, 2.5, 21, True, "2"):
+        with pytest.raises(UserError, match=rf"phi_max must be a whole number from 0 to 20 \(got {phi_max!r}\)"):
+            family("resnet20-cifar", 1.2, 1.1, 1.15, phi_max=phi_max)
+    with pytest.raises(UserError, match=r"^alpha must be a number \(got '1.2'\)$"):
+        family("resnet20-cifar", "1.2", 1.1, 1.15, phi_max=1)
+    with pytest.raises(UserError, match=r"tolerance \(0.05\) applies to a fitted family only"):
+        family("resnet20-cifar", 1.2, 1.1, 1.15, phi_max=1, tolerance=0.05)
+    with pytest.raises(UserError, match=r"unknown base 'nosuch'"):
+        family("nosuch", 1.2, 1.1, 1.15, phi_max=1)

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -220,7 +219,7 @@ GRID_CASES = (
     + [("--epochs", v) for v in NON_FINITE + ["0", "1e9"]]
     + [("--lr", v) for v in NON_FINITE + ["0"]]
     + [("--seed", v) for v in ("-1", "nan", "1e400", "4294967296", "1.5", "abc")]
-    + [("--cpus-per-trial", v) for v in NON_FINITE + ["0", "1e9"]]
+    + [("--cpus-per-trial", v) for v in NON_FINITE + ["0", "1e9", "99"]] + [("--batch-size", "1")]
     + [("--gpus-per-trial", v) for v in NON_FINITE + ["1"]]
     + [("--candidates", v) for v in ("-1", "abc", "1,,x", "nan", "", "99999")]
     + [("--order", "bogus"), ("--backend", "bogus"), ("--device", "bogus"), ("--device", "cuda:x"),
@@ -647,3 +646,157 @@ def test_read_only_finished_run_is_refused_untouched(run_copy, monkeypatch):
         run_copy.chmod(0o755)
     assert str(run_copy) in line and "not writable" in line, line
     assert snapshot(run_copy) == before
+
+
+# -- 10. every reader of a run folder as careful as a resume (plot, curves, export) ------------------
+
+def _cut_top1(path: Path) -> None:
+    """A top-1 value cut short (0.34 -> 0.3): still a well-formed CSV, only the checksum can tell."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    value = frame.loc[0, "top1"]
+    frame.loc[0, "top1"] = value[:3] if len(value) > 3 else "0.3"  # a run that scored 1.0 has nothing to cut
+    frame.to_csv(path, index=False)
+
+
+def _cut_row(path: Path) -> None:
+    """The last row ends in the middle (its later cells, state among them, gone)."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2] + "\n")
+
+
+@pytest.mark.parametrize("damage", [_cut_top1, _cut_row], ids=["top1-cut", "row-cut"])
+def test_plot_and_curves_refuse_a_damaged_trials_csv_and_replace_nothing(run_copy, tmp_path, damage):
+    damage(run_copy / "trials.csv")
+    before = snapshot(run_copy)
+    line = refused(cli("plot", run_copy), "plot")
+    assert f"'{run_copy / 'trials.csv'}' is damaged" in line, line
+    for source in (run_copy, run_copy / "trials.csv"):
+        line = refused(cli("curves", source, "--out", tmp_path / "c.png"), f"curves {source}")
+        assert "trials.csv' is damaged" in line, line
+    assert snapshot(run_copy) == before and not (tmp_path / "c.png").exists()
+
+
+def test_a_cut_row_without_the_manifest_is_never_a_result(run_copy):
+    """The tool's own advice for a damaged manifest is to move it away; a row cut short is then
+    refused by name (it once read as COMPLETE and changed the ranking)."""
+    _cut_row(run_copy / "trials.csv")
+    (run_copy / ".checksums.json").unlink()
+    before = snapshot(run_copy)
+    for args in (["grid", *TINY, "--out", run_copy], ["plot", run_copy]):
+        line = refused(cli(*args), args[0])
+        assert "trials.csv: the row of trial c" in line and "is incomplete (no state)" in line, line
+    assert snapshot(run_copy) == before
+
+
+def test_export_refuses_a_damaged_family_csv(run_copy, tmp_path):
+    family = run_copy / "family.csv"
+    _garble(family)
+    line = refused(cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m"), "export")
+    assert f"'{family}' is damaged: it no longer matches" in line and "re-run the same command" in line, line
+    (run_copy / ".checksums.json").unlink()  # without the check: the garbled values themselves
+    family.write_text("base,phi,d,w\nresnet20-cifar,one,x,1\n")
+    line = refused(cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m"), "export, no manifest")
+    assert f"'{family}' is damaged (a row without a whole phi" in line, line
+    assert not (tmp_path / "m").exists()
+
+
+def test_plot_refuses_a_garbled_config_json(run_copy):
+    (run_copy / "config.json").write_bytes(b"\xff\xfe{garbage")
+    assert "config.json' is damaged: it no longer matches" in refused(cli("plot", run_copy), "plot")
+    (run_copy / ".checksums.json").unlink()
+    assert "config.json' is damaged (not a JSON object)" in refused(cli("plot", run_copy), "plot, no manifest")
+
+
+def test_plot_export_and_curves_refuse_folders_they_cannot_write(run_copy, tmp_path, monkeypatch):
+    """The check grid makes, before any work: one line naming the folder, nothing changed."""
+    import scalesearch.study as study
+
+    real_access = os.access
+    monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: (
+        False if Path(path) == run_copy and mode & os.W_OK else real_access(path, mode, **kw)))
+    before = snapshot(run_copy)
+    line = refused(cli("plot", run_copy), "plot into a read-only run")
+    assert f"cannot write the plots into '{run_copy}' (permission denied)" in line, line
+    assert snapshot(run_copy) == before
+    monkeypatch.undo()
+    unwritable = _unwritable_folder(tmp_path)
+    try:
+        line = refused(cli("export", run_copy, "--phi", "1", "--out", unwritable / "m"), "export --out")
+        assert f"--out '{unwritable / 'm'}' cannot be created (" in line, line
+        line = refused(cli("curves", run_copy, "--out", unwritable / "c.png"), "curves --out")
+        assert f"folder '{unwritable}' is not writable" in line, line
+    finally:
+        if os.geteuid() != 0:
+            unwritable.chmod(0o755)
+
+
+def test_export_says_its_weights_are_untrained(run_copy, tmp_path):
+    result = cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.stderr
+    assert "note: model.pt is untrained" in result.stdout
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["weights"].startswith("untrained")
+
+
+def test_a_damaged_export_is_one_line_from_load_model(run_copy, tmp_path):
+    from scalesearch import load_model
+    from scalesearch.errors import UserError
+
+    assert cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m").exit_code == 0
+    (tmp_path / "m" / "model.pt").write_bytes(b"not a state dict")
+    with pytest.raises(UserError, match=r"model.pt' does not hold the weights of the network in its spec.yaml"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "spec.yaml").unlink()
+    with pytest.raises(UserError, match=r"is not an exported member: it has no spec.yaml"):
+        load_model(tmp_path / "m")
+
+
+# -- 11. bad values the settings passed, and wording -------------------------------------------------
+
+def _cifar_pickles(folder: Path, labels: list[int]) -> Path:
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    for name in ("data_batch_1", "test_batch"):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": np.zeros((20, 3 * 8 * 8), dtype=np.uint8), "labels": labels}, f)
+    return folder
+
+
+def test_out_of_range_cifar_labels_are_refused_by_the_dry_run(tmp_path):
+    """57 in a 10-class set once passed loading and --dry-run, then killed training."""
+    data = _cifar_pickles(tmp_path / "cifar", [i % 10 for i in range(19)] + [57])
+    line = refused(cli("grid", *_with(TINY, "--dataset", str(data)), "--dry-run", "--out", tmp_path / "run"),
+                   "label 57")
+    assert f"CIFAR pickle file '{data / 'data_batch_1'}' is malformed: label 57 is outside 0..9" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_family_tolerance_without_a_target_is_refused():
+    line = refused(cli(*FAMILY, "--tolerance", "0.05"), "family --tolerance")
+    assert "tolerance (0.05) applies to a fitted family only" in line, line
+
+
+@pytest.mark.parametrize("args, said", [
+    (["flops", "--base", "resnet20-cifar", "--d", "inf"], "d must be a finite number (got inf)"),
+    (["flops", "--base", "SPECDIR"], "is a folder: give a .json, .yaml or .yml file"),
+    (["flops", "--base", "SPECTXT"], "must end in .json, .yaml or .yml (got .txt)"),
+], ids=["inf", "folder", "txt"])
+def test_wording_names_what_is_wrong(tmp_path, args, said):
+    (tmp_path / "x.txt").write_text("stages: []\n")
+    args = [str(tmp_path) if a == "SPECDIR" else str(tmp_path / "x.txt") if a == "SPECTXT" else a for a in args]
+    assert said in refused(cli(*args), " ".join(args))
+
+
+def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
+    import scalesearch.study as study
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: False)
+    monkeypatch.setattr(study.os, "statvfs", lambda path: ReadOnly())
+    assert study.writable_problem(tmp_path) == "read-only file system"

@@ -354,3 +354,40 @@ def test_a_panel_with_nothing_trained_is_drawn_without_a_warning(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
     svg = (tmp_path / "empty.svg").read_text()
     assert "no trained point yet" in svg and "1 point(s) at chance" in svg
+
+
+def test_every_row_diverged_is_a_failed_run_as_in_grid(tmp_path):
+    """grid exits 2 when no candidate trained healthily; reproduce once exited 0 with only
+    'no comparison' lines.  The report is still written, and the error points at it."""
+    bases = {"resnet20-cifar": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15},
+                                "rows": TINY["bases"]["resnet20-cifar"]["rows"][:-2]}}
+    settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "out"))
+    everything = {f"c{c}-s{s}" for c in range(10) for s in range(3)}
+    with pytest.raises(UserError, match=r"no row trained healthily in .*out \(all 8 trials diverged, were pruned or "
+                                        r"failed: see tiny.md and trials.csv\)"):
+        reproduce(settings, backend=FakeBackend(diverge=everything), progress=False, estimate=False)
+    assert "DIVERGED (2 of 2 seeds)" in (tmp_path / "out" / "tiny.md").read_text()
+
+
+def test_an_interrupted_reproduction_says_which_rows_are_not_trained_yet(tmp_path):
+    """Rows a stopped run never reached are waiting, not failed (the report once said 'did not
+    train healthily' of them)."""
+    bases = {"resnet20-cifar": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15},
+                                "rows": TINY["bases"]["resnet20-cifar"]["rows"]}}
+    settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "out"))
+    with pytest.raises(KeyboardInterrupt):  # after baseline, width, depth (seed 0)
+        reproduce(settings, backend=FakeBackend(stop_after=3), progress=False, estimate=False)
+    md = (tmp_path / "out" / "tiny.md").read_text()
+    assert "not trained yet: 2 of 4 rows of this comparison (re-run the same command to resume)" in md, md
+    assert "did not train healthily" not in md
+    result = reproduce(settings, backend=FakeBackend(), progress=False, estimate=False)
+    assert "not trained yet" not in (result.out / "tiny.md").read_text()
+
+
+def test_a_diverged_baseline_shared_by_every_curve_counts_once():
+    from scalesearch.curves import Point, Series
+    from scalesearch.plots import hollow_points
+
+    baseline = Point(1e6, 10.0, diverged=True)
+    series = [Series(name, [baseline, Point(2e6, 40.0)]) for name in ("width", "depth", "resolution", "compound")]
+    assert hollow_points(series) == {(1e6, 10.0)}

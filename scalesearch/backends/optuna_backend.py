@@ -8,6 +8,7 @@ enqueued with its id and Optuna is the study's store, its pruner and its dashboa
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from typing import Iterator, Sequence
@@ -18,6 +19,11 @@ from ..study import FAIL, PRUNED, STUDY, OnRow, RunDir, TrialContext, TrialRow, 
 from ..trial import execute
 
 
+def available_cpus() -> int:
+    """The machine's CPUs, as Ray counts them (so both backends refuse the same requests)."""
+    return os.cpu_count() or 1
+
+
 class OptunaBackend:
     name = "optuna"
 
@@ -25,6 +31,11 @@ class OptunaBackend:
         self.settings, self.data_seed = settings, data_seed
 
     def check(self) -> None:
+        cpus = available_cpus()
+        if self.settings.cpus_per_trial > cpus:
+            # Threads past the cores time-share them: each trial slows (about 2x measured at 99 on 2 cores).
+            raise UserError(f"--cpus-per-trial {self.settings.cpus_per_trial:g} is more than this machine has "
+                            f"({cpus} CPUs): each trial trains on that many threads; ask for at most {cpus}")
         if self.settings.device.startswith("cuda"):
             import torch
 
@@ -51,7 +62,9 @@ class OptunaBackend:
                 if "trials" in tables:
                     db.execute("SELECT count(*) FROM trials").fetchone()
         except sqlite3.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # SQLite's integrity report opens with a "*** in database main ***" header line.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("***")]
+            first = lines[0] if lines else "its integrity check fails"
             raise UserError(f"'{path}' is damaged or not an Optuna study ({first}); move it away (trials.csv "
                             f"keeps the finished trials, which are not trained again), or choose another --out"
                             ) from None

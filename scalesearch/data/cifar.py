@@ -31,11 +31,15 @@ def read_cifar_pickles(folder: Path) -> tuple[str, list[str], dict[str, tuple[np
         train_files, test_files, label_key = [folder / "train"], [folder / "test"], "fine_labels"
     if not train_files:
         raise DatasetError(f"'{folder}' has batches.meta but no data_batch_* files")
-    splits = {"train": _read_batches(train_files, label_key), "val": _read_batches(test_files, label_key)}
-    return name, [_text(c) for c in classes], splits
+    classes = [_text(c) for c in classes]
+    splits = {"train": _read_batches(train_files, label_key, len(classes)),
+              "val": _read_batches(test_files, label_key, len(classes))}
+    return name, classes, splits
 
 
-def _read_batches(files: Sequence[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_batches(files: Sequence[Path], label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every batch checked as it is read: one label per image, each a class index, so a
+    damaged file is refused here instead of pairing images with the wrong labels."""
     images, labels = [], []
     for path in files:
         if not path.is_file():
@@ -44,11 +48,30 @@ def _read_batches(files: Sequence[Path], label_key: str) -> tuple[np.ndarray, np
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)
             side = math.isqrt(data.shape[1] // 3)
-            images.append(data.reshape(len(data), 3, side, side))
-            labels.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (KeyError, ValueError, IndexError) as exc:
-            raise DatasetError(f"CIFAR pickle file '{path}' is malformed: {exc!r}") from None
+            if data.ndim != 2 or 3 * side * side != data.shape[1]:
+                raise ValueError(f"rows of {data.shape[1:]} values are not 3 x H x H pixels")
+            batch_labels = np.asarray(batch[label_key])
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise DatasetError(f"CIFAR pickle file '{path}' is malformed: {exc}") from None
+        problem = _label_problem(batch_labels, len(data), num_classes, label_key)
+        if problem:
+            raise DatasetError(f"CIFAR pickle file '{path}' is malformed: {problem}")
+        images.append(data.reshape(len(data), 3, side, side))
+        labels.append(batch_labels.astype(np.int64))
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _label_problem(labels: np.ndarray, num_images: int, num_classes: int, key: str) -> str:
+    """What is wrong with a batch's labels ("" when nothing is)."""
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        return f"'{key}' is not a list of integer class indices (shape {labels.shape}, {labels.dtype})"
+    if len(labels) != num_images:
+        return f"{len(labels):,} labels for {num_images:,} images"
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if len(outside):
+        return (f"label {int(outside[0])} is outside 0..{num_classes - 1} ({num_classes} classes in the "
+                f"meta file; {len(outside):,} such labels)")
+    return ""
 
 
 class _ArrayUnpickler(pickle.Unpickler):

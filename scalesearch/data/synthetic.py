@@ -50,12 +50,12 @@ class SyntheticLevel:
         return tuple(f"{s}-{t}" for s in self.shapes for t in self.textures)
 
 
-# 24 classes in which capacity pays, not only pixels (experiments/results/capacity-hard):
+# 24 classes in which capacity pays, not only pixels (experiments/capacity/NOTES.md):
 # six outlines that stay distinct at 32 px (larger objects; a ring rather than a hexagon
 # next to the disk) times four textures whose gratings are all coarser than the 32 px
 # pixel grid's limit, so every class is visible at the base resolution and a larger
 # input only sharpens it.  (Until 2026-12 "hard" was 6 x 3 classes with gratings as fine
-# as the easy level's; it rewarded resolution alone: experiments/results/capacity*/.)
+# as the easy level's; it rewarded resolution alone: experiments/capacity/NOTES.md.)
 _HARD = SyntheticLevel("hard", shapes=("disk", "ring", "square", "triangle", "cross", "star"),
                        textures=("plain", "stripes", "checks", "rings"), period_range=(0.08, 0.2),
                        radius_range=(0.2, 0.35))
@@ -66,9 +66,9 @@ SYNTHETIC_LEVELS = {level.name: level for level in (
     _HARD,
     # "hard"'s 24 classes, harder to see: smaller objects among more clutter, in three
     # times the sensor noise.  "hard" saturates within two passes (98% for resnet20 at 1x,
-    # experiments/results/capacity-hard-2epochs), and at one pass its seed-to-seed spread
+    # experiments/capacity/NOTES.md), and at one pass its seed-to-seed spread
     # hides width and depth; this level leaves headroom at two passes, where the spread is
-    # small (experiments/results/capacity-harder).
+    # small (experiments/capacity/NOTES.md).
     replace(_HARD, name="harder", radius_range=(0.15, 0.35), clutter=12, noise=0.12),
 )}
 # "synthetic" alone: the original task, which the test suite's tiny budgets and the demo rely on.

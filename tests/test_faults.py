@@ -800,3 +800,25 @@ def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
     monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: False)
     monkeypatch.setattr(study.os, "statvfs", lambda path: ReadOnly())
     assert study.writable_problem(tmp_path) == "read-only file system"
+
+
+def test_a_damaged_study_db_names_the_damage_not_sqlites_header(tmp_path):
+    import sqlite3
+
+    from scalesearch.backends.optuna_backend import OptunaBackend
+    from scalesearch.errors import UserError
+    from scalesearch.settings import BackendSettings
+    from scalesearch.study import RunDir
+
+    path = tmp_path / "study.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE trials (a, b)")
+        db.executemany("INSERT INTO trials VALUES (?, ?)", [(i, "x" * 200) for i in range(2000)])
+    db.close()
+    raw = bytearray(path.read_bytes())
+    raw[4096 * 5 + 8: 4096 * 5 + 72] = b"\xff" * 64  # a page's cell pointers overwritten
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError) as info:
+        OptunaBackend(BackendSettings()).check_store(RunDir(tmp_path))
+    message = str(info.value)
+    assert "is damaged or not an Optuna study (On tree page" in message and "***" not in message, message

@@ -17,16 +17,36 @@ def resolve(base: str | Path | NetworkSpec) -> NetworkSpec:
 
 
 def measure(base: str | Path | NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
-            rounding: Rounding = DEFAULT_ROUNDING) -> dict[str, Any]:
-    """Scale a base by (d, w, r) and measure it: what `scalesearch flops --json` prints."""
+            rounding: Rounding = DEFAULT_ROUNDING, *, resolution: int | None = None,
+            keep_maps: bool = False) -> dict[str, Any]:
+    """Scale a base by (d, w, r) and measure it: what `scalesearch flops --json` prints.
+
+    ``resolution`` measures the base at a proxy resolution first; ``keep_maps`` then adapts
+    its early strides to keep the native last feature map (proxy.py)."""
     from .cost import count_cost
+    from .proxy import keep_maps as adapt, last_map
 
     check_factors(d, w, r)
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
+                                   or not 8 <= resolution <= 4096):
+        raise UserError(f"resolution must be an integer from 8 to 4096 (got {resolution!r})")
+    if keep_maps and resolution is None:
+        raise UserError("keep_maps (--keep-maps) adapts a base to a proxy resolution: give a resolution "
+                        "(--resolution) too")
     spec = resolve(base)
+    geometry = ""
+    if keep_maps:
+        spec, found = adapt(spec, resolution)
+        geometry = found.text
+    elif resolution is not None:
+        spec = spec.replace(resolution=resolution)
     net = scale(spec, d, w, r, rounding)
     cost = count_cost(net)
-    return dict(base=spec.name, name=net.name, d=d, w=w, r=r, resolution=net.resolution,
-                layers=net.total_layers, **cost.as_dict(), stages=net.stage_table())
+    out = dict(base=spec.name, name=net.name, d=d, w=w, r=r, resolution=net.resolution,
+               layers=net.total_layers, last_map=last_map(net), **cost.as_dict(), stages=net.stage_table())
+    if geometry:
+        out["geometry"] = geometry
+    return out
 
 
 def _is_run(path: Path) -> bool:
@@ -35,7 +55,7 @@ def _is_run(path: Path) -> bool:
 
 def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     """The spec of family member ``phi`` of a finished grid run (as family.csv lists it)."""
-    from .grid import search_base
+    from .grid import family_base
     from .settings import load_settings
     from .study import CONFIG, FAMILY, RunDir, read_csv
 
@@ -56,7 +76,7 @@ def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     d, w, resolution = members[phi]
     settings = load_settings(run / CONFIG)
     num_classes = config.get("num_classes")
-    base = search_base(settings, int(num_classes) if num_classes else get_base(settings.base).num_classes)
+    base = family_base(settings, int(num_classes) if num_classes else get_base(settings.base).num_classes)
     spec = scale(base, d, w, 1.0, settings.rounding)
     return spec.replace(resolution=resolution, name=f"{base.name}-phi{phi}",
                         scale=(d, w, resolution / base.resolution))

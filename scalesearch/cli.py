@@ -113,18 +113,23 @@ def flops(
     w: float = typer.Option(1.0, "--w", help="Width multiplier (channels x w, to a multiple of 8)."),
     r: float = typer.Option(1.0, "--r", help="Resolution multiplier (pixels x r, rounded)."),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Measure the base at this resolution (a proxy) before scaling by r."),
+    keep_maps: bool = typer.Option(False, "--keep-maps", help="With --resolution: remove the earliest stride-2 steps until the last feature map is as large as at the native resolution."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
 ) -> None:
     """Params, FLOPs, activations and the stage table of a base scaled by (d, w, r)."""
     from .api import measure
 
     with user_errors():
-        result = measure(base, d=d, w=w, r=r, rounding=_rounding(depth_rounding))
+        result = measure(base, d=d, w=w, r=r, rounding=_rounding(depth_rounding), resolution=resolution,
+                         keep_maps=keep_maps)
     if as_json:
         _emit_json(result)
         return
     typer.echo(f"{result['name']}  scaled by d={d:g} w={w:g} r={r:g}")
-    typer.echo(f"  resolution   {result['resolution']} px")
+    if result.get("geometry"):
+        typer.echo(f"  {result['geometry']}")
+    typer.echo(f"  resolution   {result['resolution']} px  (last feature map {result['last_map']}x{result['last_map']})")
     typer.echo(f"  params       {result['params']:>15,}  ({human(result['params'])})")
     typer.echo(f"  flops        {result['flops']:>15,}  ({human(result['flops'])})  conv + linear multiply-adds")
     typer.echo(f"  other flops  {result['other_flops']:>15,}  ({human(result['other_flops'])})  batch norm + pooling")
@@ -230,6 +235,7 @@ def grid(
     nominal_tolerance: Optional[float] = typer.Option(None, "--nominal-tolerance", help=_help("... and whose alpha*beta^2*gamma^2 is within this fraction of the target ratio.", "nominal_tolerance")),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help=_help("stage: ceil(L_i * d) per stage (the reference rule); total: round(d * sum L_i) spread over the stages, one layer at a time.", "depth_rule")),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
+    keep_maps: Optional[bool] = typer.Option(None, "--keep-maps/--native-strides", help="With --resolution: remove the earliest stride-2 steps until the last feature map is as large as at the base's native resolution (docs/method.md); the family is still the native base's."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help=_help("'synthetic' (built in; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder.", "dataset")),
     train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Train on N images (class-balanced)."),
     val_subset: Optional[int] = typer.Option(None, "--val-subset", help="Score on N held-out images."),
@@ -265,6 +271,7 @@ def grid(
     flags = dict(base=base, target_flops=target_flops, max_params=max_params, max_acts=max_acts,
                  alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
                  nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
+                 keep_maps=keep_maps,
                  dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
                  batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm,
                  optimizer=optimizer, trust=trust, residual_init=residual_init, seed=seed, seeds=seeds,
@@ -313,6 +320,10 @@ class _GridPrinter:
                     ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]))
             typer.echo(dropped_summary(event.rows) + (f" (every row, with its reason: {event.out / 'candidates.csv'})"
                                                       if kept else ""))
+            if event.geometry:
+                typer.echo(event.geometry)
+            if event.lost:
+                typer.echo(f"warning: {event.lost}")
         elif isinstance(event, Planned):
             eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
             typer.echo(f"training {event.candidates} candidate(s) x {event.seeds} seed(s) = {event.trials} trials "
@@ -354,13 +365,19 @@ def _summary(result, recipe) -> None:  # noqa: ANN001 - GridResult, TrainConfig
         typer.echo(result.verdict.text)
         ranked = [s for s in result.summaries if s.ranked]
         if len(ranked) > 2:
-            typer.echo(compare(ranked[0], ranked[-1], "worst").text)
-    typer.echo(f"best at phi = 1: alpha = {best['alpha']:g}  beta = {best['beta']:g}  gamma = {best['gamma']:.4f}"
+            typer.echo(compare(ranked[0], ranked[-1], "worst", n_val=result.n_val).text)
+    if result.ties:
+        from .grid import tie_text
+
+        typer.echo(f"note: {tie_text(result.ties)}")
+    by_mean = " (by mean: a tie)" if result.ties else ""
+    typer.echo(f"best at phi = 1{by_mean}: alpha = {best['alpha']:g}  beta = {best['beta']:g}  gamma = {best['gamma']:.4f}"
                f"   (top-1 {100 * best['top1_mean']:.2f}%" + (f" +/- {100 * best['top1_std']:.2f}" if best.get("top1_std") is not None else "")
                + f", {best['n']} seed(s))")
     typer.echo(f"  d = {best['d']:.3f}  w = {best['w']:.3f}  r = {best['r']:.3f}  -> {best['resolution']}px, "
                f"{best['params']:,} params, {best['flops']:,} FLOPs ({best['flops_ratio']:.3f}x the base)")
-    typer.echo("family (d = alpha^phi, w = beta^phi; resolution fitted so measured FLOPs follow the target^phi):")
+    typer.echo(f"family{' of the best by mean' if result.ties else ''} (d = alpha^phi, w = beta^phi; resolution fitted "
+               f"so measured FLOPs follow the target^phi):")
     typer.echo(_family_table(result.family))
     if result.family_note:
         typer.echo(f"note: {result.family_note}")
@@ -415,6 +432,7 @@ def reproduce(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or lars (layer-wise rates); default: the experiment file's train.optimizer, else sgd."),
     residual_init: Optional[str] = typer.Option(None, "--residual-init", help="one, zero or scaled (1/sqrt(L)): how the BN scale feeding each residual add starts; default: the experiment file's train.residual_init, else one."),
+    keep_maps: Optional[bool] = typer.Option(None, "--keep-maps/--native-strides", help="Adapt each base's early strides so its last feature map at the budget's resolution is as large as at its native one (default: the budget's keep_maps, else native strides)."),
     device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
     backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna or ray; each row x seed is one trial.", "backend")),
     address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
@@ -438,7 +456,7 @@ def reproduce(
                                  backend=backend, address=address, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, out=out,
                                  coefficients=coefficients or (), optimizer=optimizer,
-                                 residual_init=residual_init)
+                                 residual_init=residual_init, keep_maps=keep_maps)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:

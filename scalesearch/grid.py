@@ -32,7 +32,7 @@ from .gridspace import Candidate, candidates, drop_counts
 from .settings import SearchSettings
 from .spec import NetworkSpec
 from .study import (BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, SUMMARY_COLUMNS, RunDir, Summary, TrialContext,
-                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, verdict)
+                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, ties, verdict)
 from .trial import load_dataset
 
 Event = Any
@@ -48,6 +48,8 @@ class Measured:
     rows: list[Candidate]
     out: Path
     resumed: bool
+    geometry: str = ""            # what --keep-maps did to the proxy's strides ("" without it)
+    lost: str = ""                # a dimension no kept candidate scales, said before training
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class GridResult:
     files: list[Path] = field(default_factory=list)
     resumed: bool = False
     skipped: int = 0
+    n_val: int | None = None          # held-out images each trial is scored on (the binomial error's n)
+    ties: list[Verdict] = field(default_factory=list)  # ranked candidates within noise of the best
 
 
 def default_out(base: str) -> Path:
@@ -83,9 +87,45 @@ def default_out(base: str) -> Path:
 
 
 def search_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
-    """The base as searched: the data set's class count, at ``resolution`` when given."""
-    base = get_base(settings.base)
-    return base.replace(num_classes=num_classes, resolution=settings.resolution or base.resolution)
+    """The base as searched: the data set's class count, at ``resolution`` when given, with
+    its early strides adapted to keep the native last feature map under ``keep_maps``."""
+    base = get_base(settings.base).replace(num_classes=num_classes)
+    if settings.keep_maps:
+        from .proxy import keep_maps
+
+        return keep_maps(base, settings.resolution or base.resolution)[0]
+    return base.replace(resolution=settings.resolution or base.resolution)
+
+
+def _geometry_text(settings: SearchSettings, num_classes: int) -> str:
+    from .proxy import keep_maps
+
+    native = get_base(settings.base).replace(num_classes=num_classes)
+    return keep_maps(native, settings.resolution or native.resolution)[1].text
+
+
+def lost_dimension_note(kept: list[Candidate], base: NetworkSpec, settings: SearchSettings) -> str:
+    """A warning when every kept candidate leaves one coefficient at 1: the search has silently
+    lost that dimension (at a small proxy, FLOPs can move in jumps too coarse for it)."""
+    if len(kept) < 2:
+        return ""
+    names = [name for name, attr in (("alpha (depth)", "alpha"), ("beta (width)", "beta"),
+                                     ("gamma (resolution)", "gamma")) if all(abs(getattr(c, attr) - 1) < 1e-9 for c in kept)]
+    if not names:
+        return ""
+    hint = ("; --keep-maps keeps the base's feature-map geometry at a small proxy, where FLOPs move in finer steps"
+            if settings.resolution and not settings.keep_maps else "")
+    return (f"every kept candidate has {' and '.join(n.split()[0] + ' = 1' for n in names)}: at {base.resolution}px "
+            f"this grid cannot scale {' or '.join(n.split()[1].strip('()') for n in names)}, so the search compares "
+            f"one dimension fewer{hint}")
+
+
+def family_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
+    """The base the family is built on: the searched base, except that a ``keep_maps`` proxy's
+    geometry stays with the proxy and the family is the native base's (proxy.py)."""
+    if settings.keep_maps:
+        return get_base(settings.base).replace(num_classes=num_classes)
+    return search_base(settings, num_classes)
 
 
 def choose(kept: list[Candidate], settings: SearchSettings, target_ratio: float) -> list[Candidate]:
@@ -187,8 +227,9 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     else:
         table = saved
     kept = [c for c in table if c.kept]
+    geometry = _geometry_text(settings, dataset.num_classes) if settings.keep_maps else ""
     emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
-                  resumed=resumed))
+                  resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings)))
     if not kept:
         counts = drop_counts(table)
         closest = min(table, key=lambda c: abs(c.flops * 1.0 / target - 1))
@@ -248,6 +289,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
                            chosen, trials, dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
     from .family import family, reachable_phi
     from .plots import plot_run
+    from .cost import count_cost
 
     run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                                 "base_params": base_cost.params, "target_flops_absolute": target,
@@ -282,7 +324,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     def on_study_event(event: Any) -> None:
         emit(event)
         if isinstance(event, TrialFinished):
-            _write_ranking(run, summarize(event.rows), settings)
+            _write_ranking(run, summarize(event.rows), settings, n_val=dataset.n_val)
 
     result.rows = run_study(trials, run, backend, context, on_study_event)
     result.summaries = summarize(result.rows)
@@ -291,15 +333,19 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
         marked = [r.trial for r in result.rows if r.state != "COMPLETE"]
         raise UserError(f"no candidate trained healthily in {run.path} ({len(marked)} of {len(result.rows)} trials "
                         f"diverged, were pruned or failed: see trials.csv); raise --epochs or --images, or lower --lr")
-    result.verdict = verdict(result.summaries)
-    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started)
+    result.n_val = dataset.n_val
+    result.verdict = verdict(result.summaries, dataset.n_val)
+    result.ties = ties(result.summaries, dataset.n_val)
+    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started, n_val=dataset.n_val)
     best = result.best
     # The trials are done and saved: a family member too large to build ends the family
     # there (said on screen) rather than failing the search.
-    last, why = reachable_phi(base, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
-                              settings.rounding, target_ratio, base_cost.flops)
+    grown = family_base(settings, dataset.num_classes)
+    grown_flops = base_cost.flops if grown == base else count_cost(grown).flops
+    last, why = reachable_phi(grown, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
+                              settings.rounding, target_ratio, grown_flops)
     result.family_note = why and f"the family stops at phi = {last}: {why}"
-    result.family = family(base, best["alpha"], best["beta"], best["gamma"], last, settings.rounding,
+    result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding,
                            target=target_ratio, tolerance=settings.grid.tolerance)
     run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
@@ -307,7 +353,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
 
 
 def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettings,
-                   seconds: float | None = None) -> dict[str, Any] | None:
+                   seconds: float | None = None, n_val: int | None = None) -> dict[str, Any] | None:
     """summary.csv and best.json as they stand (rewritten after every trial)."""
     run.write_run_csv(SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
     ranked = [s for s in summaries if s.ranked]
@@ -318,14 +364,27 @@ def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettin
     record.update(top1=best.top1_mean, candidates_ranked=len(ranked),
                   diverged=[s.candidate for s in summaries if s.diverged],
                   settings=settings.as_dict())
-    found = verdict(summaries)
+    found = verdict(summaries, n_val)
     if found is not None:
         record["verdict"] = dict(runner_up=found.runner_up, gap=found.gap, spread=found.spread,
+                                 seed_spread=found.seed_spread, binomial=found.binomial, n_val=n_val,
                                  separable=found.separable, text=found.text)
+    tied = ties(summaries, n_val)
+    # The best by mean is still the one extrapolated; a tie says the data do not single it out.
+    record["tie"] = [v.runner_up for v in tied]
+    if tied:
+        record["tie_text"] = tie_text(tied)
     if seconds is not None:
         record["search_seconds"] = seconds
     run.write_run_json(BEST, record)
     return record
+
+
+def tie_text(tied: list[Verdict]) -> str:
+    names = ", ".join(f"candidate {v.runner_up} ({100 * v.gap:+.2f} points, spread {100 * v.spread:.2f})"
+                      for v in tied)
+    return (f"a tie: the best by mean is within noise of {names}; the family below is the best-by-mean's, "
+            f"and the data do not single it out (more seeds, held-out images or training would)")
 
 
 def check_same_search(run: RunDir, settings: SearchSettings) -> None:

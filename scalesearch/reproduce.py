@@ -41,7 +41,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 EXPERIMENTS = ("table3", "figure8")
 METHODS = ("baseline", "depth", "width", "resolution", "compound")
 SINGLES = ("depth", "width", "resolution")
-BUDGET_FIELDS = ("resolution", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
+BUDGET_FIELDS = ("resolution", "keep_maps", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
 MODELS = "models.csv"
 MATCHES = ("singles", "paper")  # what a 'match' compound row matches the FLOPs of
 MATCH_TOLERANCE = 0.05     # a matched compound row must measure within 5% of the single rows' mean
@@ -274,6 +274,7 @@ class ReproduceSettings:
     backend: BackendSettings
     out: str
     coefficients: tuple[str, ...] = ()   # finished grid runs to take compound coefficients from
+    keep_maps: bool = False              # the proxy keeps the base's last feature map (proxy.py)
 
     @property
     def seed(self) -> int:
@@ -285,7 +286,8 @@ class ReproduceSettings:
         return dict(experiment=self.experiment.raw, experiment_file=self.experiment.source, budget=self.budget,
                     resolution=self.resolution, seeds=self.seeds, data=dataclasses.asdict(self.data),
                     train={f.name: getattr(self.train, f.name) for f in recipe_fields()},
-                    backend=dataclasses.asdict(self.backend), out=self.out, coefficients=list(self.coefficients))
+                    backend=dataclasses.asdict(self.backend), out=self.out, coefficients=list(self.coefficients),
+                    keep_maps=self.keep_maps)
 
     def identity(self) -> dict[str, Any]:
         """What decides a finished trial's result (resume compares these; seeds and backend may change)."""
@@ -293,7 +295,7 @@ class ReproduceSettings:
         raw = data["experiment"]
         return dict(bases=raw.get("bases"), search=raw.get("search"), seed=self.seed, resolution=self.resolution,
                     dataset=self.data.dataset, train_subset=self.data.train_subset, val_subset=self.data.val_subset,
-                    train=data["train"], coefficients=data["coefficients"])
+                    train=data["train"], coefficients=data["coefficients"], keep_maps=self.keep_maps)
 
 
 def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *, dataset: str | None = None,
@@ -301,7 +303,7 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   address: str | None = None, cpus_per_trial: float | None = None,
                   gpus_per_trial: float | None = None, cache_dir: str | None = None, out: str | None = None,
                   coefficients: Sequence[str] = (), optimizer: str | None = None,
-                  residual_init: str | None = None) -> ReproduceSettings:
+                  residual_init: str | None = None, keep_maps: bool | None = None) -> ReproduceSettings:
     """Settings of a reproduction: the experiment's budget preset, then the given options on top
     (``optimizer`` and ``residual_init`` replace the experiment's ``train`` fields)."""
     from .train import TrainConfig
@@ -315,6 +317,10 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 4096:
         raise ExperimentError(f"{exp.source}: budgets.{budget}.resolution must be an integer from 8 to 4096 "
                               f"(got {resolution!r})")
+    preset_keep_maps = preset.pop("keep_maps", False)
+    keep_maps = preset_keep_maps if keep_maps is None else keep_maps
+    if not isinstance(keep_maps, bool):
+        raise ExperimentError(f"{exp.source}: budgets.{budget}.keep_maps must be true or false (got {keep_maps!r})")
     n_seeds = seeds if seeds is not None else preset.pop("seeds", 1)
     preset.pop("seeds", None)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= 100:
@@ -333,7 +339,7 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     return ReproduceSettings(experiment=exp, budget=budget, resolution=resolution, seeds=n_seeds, data=data,
                              train=train, backend=backend_settings,
                              out=out or str(Path("runs") / f"{exp.name}-{budget}-{stamp}"),
-                             coefficients=tuple(str(c) for c in coefficients))
+                             coefficients=tuple(str(c) for c in coefficients), keep_maps=keep_maps)
 
 
 # -- the plan: every row built and counted ---------------------------------------------------
@@ -379,10 +385,16 @@ class Coefficients:
     source: str                       # 'paper', a config, or the grid run it came from
 
 
-def proxy_base(name: str, resolution: int, num_classes: int):  # noqa: ANN201 - NetworkSpec
+def proxy_base(name: str, resolution: int, num_classes: int, keep_maps: bool = False):  # noqa: ANN201 - NetworkSpec
+    """The base at the proxy resolution (with its early strides adapted under ``keep_maps``)."""
     from .bases import get_base
 
-    return get_base(name).replace(num_classes=num_classes, resolution=resolution)
+    base = get_base(name).replace(num_classes=num_classes)
+    if keep_maps:
+        from .proxy import keep_maps as adapt
+
+        return adapt(base, resolution)[0]
+    return base.replace(resolution=resolution)
 
 
 def plan(settings: ReproduceSettings, num_classes: int,
@@ -405,7 +417,7 @@ def plan(settings: ReproduceSettings, num_classes: int,
         models.append(model)
         by_base.setdefault(row.base, []).append(model)
     for base, group in by_base.items():
-        proxy = proxy_base(base, settings.resolution, num_classes)
+        proxy = proxy_base(base, settings.resolution, num_classes, settings.keep_maps)
         base_flops = count_cost(proxy).flops
         full = get_base(base)
         paper_base = next((m.row.paper_flops for m in group if m.row.method == "baseline"), None)
@@ -610,7 +622,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
 
         def write(rows: Sequence[TrialRow]) -> list[Path]:
             summaries = summarize(rows)
-            found = verdicts(models, summaries)
+            found = verdicts(models, summaries, dataset.n_val)
             result.summaries, result.verdicts = summaries, found
             return write_outputs(run, settings, models, rows, summaries, found, dataset.name)
 
@@ -639,7 +651,7 @@ def _search(settings: ReproduceSettings, base: str, run: RunDir, backend: Any, e
 
     exp = settings.experiment
     out = run.path / f"grid-{base}"
-    flat = dict(base=base, resolution=settings.resolution, seed=settings.seed, seeds=settings.seeds,
+    flat = dict(base=base, resolution=settings.resolution, keep_maps=settings.keep_maps, seed=settings.seed, seeds=settings.seeds,
                 dataset=settings.data.dataset, train_subset=settings.data.train_subset,
                 val_subset=settings.data.val_subset, cache_dir=settings.data.cache_dir, out=str(out))
     flat.update({f.name: getattr(settings.train, f.name) for f in _recipe()})
@@ -706,6 +718,7 @@ def _check_same(run: RunDir, settings: ReproduceSettings) -> None:
     if config.get("kind") != "reproduce" or not isinstance(config.get("identity"), dict):
         raise UserError(f"--out '{run.path}' holds something other than a reproduction; choose another --out")
     theirs = dict(config["identity"])
+    theirs.setdefault("keep_maps", False)  # written before the field existed
     ours = json.loads(json.dumps(settings.identity(), default=str))
     if isinstance(theirs.get("train"), dict):  # a recipe field added since that run holds its default
         from .settings import recipe_fields
@@ -720,7 +733,7 @@ def _check_same(run: RunDir, settings: ReproduceSettings) -> None:
 
 # -- comparing and writing --------------------------------------------------------------------
 
-def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[BaseVerdict]:
+def verdicts(models: Sequence[Model], summaries: Sequence[Summary], n_val: int | None = None) -> list[BaseVerdict]:
     """Per base and compound row: the paper's compound row, and any row matched to the single
     rows' FLOPs (``match``), against every single-dimension paper row, over seeds."""
     by_id = {s.candidate: s for s in summaries}
@@ -751,7 +764,7 @@ def verdicts(models: Sequence[Model], summaries: Sequence[Summary]) -> list[Base
             for m in singles:
                 s = by_id.get(m.id)
                 if s is not None and s.ranked:
-                    against.append((m.id, compare(cs, s, m.row.label)))
+                    against.append((m.id, compare(cs, s, m.row.label, n_val)))
             if not against and pending:
                 text = f"{name}: {pending}; no comparison yet"
             else:
@@ -783,8 +796,9 @@ def _verdict_text(base: str, c: Model, against: list[tuple[int, Verdict]], model
         losses = sum(1 for _, v in against if v.separable and v.gap < 0)
         word = (f"compound did not beat every single-dimension row beyond the noise ({wins} separable win(s), "
                 f"{losses} separable loss(es), {len(against) - wins - losses} within noise)")
-    return (f"{base}: {word}; compound minus each row (points): {', '.join(parts)}; largest pooled seed-to-seed "
-            f"spread {100 * spread:.2f} points{cost}")
+    binomial = " and the held-out set's binomial error" if any(v.binomial for _, v in against) else ""
+    return (f"{base}: {word}; compound minus each row (points): {', '.join(parts)}; largest spread (pooled "
+            f"seed-to-seed{binomial}) {100 * spread:.2f} points{cost}")
 
 
 def result_rows(models: Sequence[Model], rows: Sequence[TrialRow], summaries: Sequence[Summary]) -> list[dict[str, Any]]:
@@ -826,7 +840,8 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
     by_id = {s.candidate: s for s in summaries}
     recipe = settings.train
     lines = [f"# {exp.title}", "",
-             f"Ours: {dataset_name}, budget `{settings.budget}` (proxy base resolution {settings.resolution} px, "
+             f"Ours: {dataset_name}, budget `{settings.budget}` (proxy base resolution {settings.resolution} px"
+             f"{', strides adapted to keep the native last feature map (keep_maps)' if settings.keep_maps else ''}, "
              f"{settings.data.train_subset or 'all'} training / {settings.data.val_subset or 'all'} held-out images, "
              f"{recipe.images or recipe.epochs} {'images' if recipe.images else 'epochs'}, batch {recipe.batch_size}), "
              f"seeds {settings.seed}..{settings.seed + settings.seeds - 1}; top-1 is the mean over seeds +/- the "
@@ -884,7 +899,7 @@ def write_outputs(run: RunDir, settings: ReproduceSettings, models: Sequence[Mod
     run.write_run_csv(f"{name}.csv", table, RESULT_COLUMNS)
     write_atomic(out / f"{name}.md", markdown(settings, models, summaries, found, dataset_name))
     recipe = settings.train
-    budget = (f"{dataset_name}, {settings.resolution} px proxy, {recipe.images or recipe.epochs:g} "
+    budget = (f"{dataset_name}, {settings.resolution} px proxy{' (keep-maps)' if settings.keep_maps else ''}, {recipe.images or recipe.epochs:g} "
               f"{'images' if recipe.images else 'epochs'}, {settings.seeds} seed(s)")
     panels = series_from_results(table)
     figures = draw_curves(panels, out / name, title=f"{settings.experiment.title}\n{budget}")

@@ -134,6 +134,7 @@ class SearchSettings:
 
     base: str
     resolution: int | None = None     # search at this base resolution (a cheap proxy)
+    keep_maps: bool = False           # adapt the proxy's strides to keep the base's last feature map (proxy.py)
     seed: int = 0                     # data subsets, candidate sampling; trial k uses seed + k
     seeds: int = 1                    # trials per candidate, each with its own seed
     max_trials: int | None = None     # train at most N candidates
@@ -155,6 +156,7 @@ class SearchSettings:
                "must be a base name or a spec file")
         _check(self.resolution is None or (_is_int(self.resolution) and 8 <= self.resolution <= 4096),
                "resolution", self.resolution, "must be an integer from 8 to 4096")
+        _check(isinstance(self.keep_maps, bool), "keep_maps", self.keep_maps, "must be true or false")
         _check(_is_int(self.seed) and 0 <= self.seed < 2**31, "seed", self.seed, "must be an integer from 0 to 2^31-1")
         _check(_is_int(self.seeds) and 1 <= self.seeds <= 100, "seeds", self.seeds, "must be an integer from 1 to 100")
         _check(self.max_trials is None or (_is_int(self.max_trials) and self.max_trials > 0), "max_trials",

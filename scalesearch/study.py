@@ -593,14 +593,23 @@ def summarize(rows: Iterable[TrialRow]) -> list[Summary]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """How the best candidate compares with the runner-up, over seeds."""
+    """How the best candidate compares with another (the runner-up), over seeds.
+
+    ``spread`` is what a gap is judged against: the pooled seed-to-seed standard deviation
+    (``seed_spread``) combined with the held-out set's binomial error (``binomial``), since
+    every seed is scored on the same images and a held-out set of n images measures a top-1
+    of p only to about sqrt(p (1 - p) / n) (2.1 points at 35% and 500 images).
+    """
 
     best: int
     runner_up: int | None
     gap: float | None         # difference of mean top-1
-    spread: float | None      # pooled seed-to-seed standard deviation of the two
+    spread: float | None      # sqrt(seed_spread^2 + binomial^2); None when the seed spread is unknown
     separable: bool | None    # |gap| > 2 * spread; None when it cannot be told
     other: str = "runner-up"
+    seed_spread: float | None = None
+    binomial: float | None = None
+    n_val: int | None = None
 
     @property
     def text(self) -> str:
@@ -610,8 +619,11 @@ class Verdict:
             return (f"best vs {self.other}: {100 * self.gap:+.2f} points; one seed each, so the seed-to-seed "
                     f"spread is unknown: run with --seeds 2 or more to tell a real gap from noise")
         word = "separable" if self.separable else "within noise"
-        return (f"best vs {self.other} (candidate {self.runner_up}): {100 * self.gap:+.2f} points, seed-to-seed "
-                f"spread {100 * self.spread:.2f} points: {word} (separable means a gap above twice the spread)")
+        parts = (f" (seeds {100 * self.seed_spread:.2f}, held-out binomial {100 * self.binomial:.2f} at "
+                 f"{self.n_val:,} images)" if self.binomial is not None and self.seed_spread is not None else
+                 " seed-to-seed")
+        return (f"best vs {self.other} (candidate {self.runner_up}): {100 * self.gap:+.2f} points, spread "
+                f"{100 * self.spread:.2f} points{parts}: {word} (separable means a gap above twice the spread)")
 
 
 def pooled_spread(a: Summary, b: Summary) -> float | None:
@@ -622,19 +634,37 @@ def pooled_spread(a: Summary, b: Summary) -> float | None:
     return math.sqrt(((a.n - 1) * va + (b.n - 1) * vb) / (a.n + b.n - 2))
 
 
-def compare(best: Summary, other: Summary | None, label: str = "runner-up") -> Verdict:
+def binomial_error(top1: float, n_val: int) -> float:
+    """Standard error of a top-1 measured on ``n_val`` held-out images: sqrt(p (1 - p) / n)."""
+    p = min(max(top1, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / n_val)
+
+
+def compare(best: Summary, other: Summary | None, label: str = "runner-up", n_val: int | None = None) -> Verdict:
+    """Best against ``other``; with ``n_val`` (held-out images) the spread adds their binomial error."""
     if other is None:
         return Verdict(best.candidate, None, None, None, None, label)
     gap = best.top1_mean - other.top1_mean  # type: ignore[operator]
-    spread = pooled_spread(best, other)
+    seeds = pooled_spread(best, other)
+    binomial = (binomial_error((best.top1_mean + other.top1_mean) / 2, n_val)  # type: ignore[operator]
+                if n_val else None)
+    spread = None if seeds is None else math.sqrt(seeds ** 2 + (binomial or 0.0) ** 2)
     # Separable either way: a comparison that is not best against runner-up can be a loss.
-    return Verdict(best.candidate, other.candidate, gap, spread,
-                   None if spread is None else abs(gap) > 2 * spread, label)
+    return Verdict(best.candidate, other.candidate, gap, spread, None if spread is None else abs(gap) > 2 * spread,
+                   label, seeds, binomial, n_val)
 
 
-def verdict(summaries: Sequence[Summary]) -> Verdict | None:
+def verdict(summaries: Sequence[Summary], n_val: int | None = None) -> Verdict | None:
     """Best against runner-up among the ranked summaries (None when nothing is ranked)."""
     ranked = [s for s in summaries if s.ranked]
     if not ranked:
         return None
-    return compare(ranked[0], ranked[1] if len(ranked) > 1 else None)
+    return compare(ranked[0], ranked[1] if len(ranked) > 1 else None, n_val=n_val)
+
+
+def ties(summaries: Sequence[Summary], n_val: int | None = None) -> list[Verdict]:
+    """Every ranked candidate the best cannot be told from (within twice the spread): a tie.
+    Empty when the spread is unknown (one seed): then nothing can be called either way."""
+    ranked = [s for s in summaries if s.ranked]
+    found = [compare(ranked[0], other, n_val=n_val) for other in ranked[1:]]
+    return [v for v in found if v.separable is False]

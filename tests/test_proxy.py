@@ -1,0 +1,140 @@
+"""Proxies that keep the base's feature-map geometry (--keep-maps), a search that says when it
+has lost a dimension, and verdicts that name a tie (the spread with the held-out binomial error)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from scalesearch import get_base, load_spec
+from scalesearch.backends.fake import FakeBackend
+from scalesearch.bases import base_names
+from scalesearch.cli import app
+from scalesearch.grid import run_grid
+from scalesearch.proxy import halvings, keep_maps, last_map, remove_halvings
+from scalesearch.settings import build_settings
+from scalesearch.study import Summary, TrialRow, binomial_error, compare, ties
+
+from conftest import ROOT
+
+# (base, proxy resolution) -> (stride-2 steps removed, last map with native strides, adapted last map)
+GEOMETRY = {
+    ("resnet50", 32): (("stem", "pool", "stage 2"), 1, 8),
+    ("resnet18", 64): (("stem", "pool"), 2, 8),
+    ("mobilenetv2", 32): (("stem", "stage 2", "stage 3"), 1, 8),
+    ("efficientnet-b0", 32): (("stem", "stage 2", "stage 3"), 1, 8),
+    ("efficientnet-b0", 64): (("stem", "stage 2"), 2, 8),
+    ("resnet20-cifar", 32): ((), 8, 8),
+}
+
+
+@pytest.mark.parametrize("name", base_names())
+def test_every_base_keeps_at_least_its_native_last_map_with_the_fewest_removals(name):
+    base = get_base(name)
+    native = last_map(base)
+    for resolution in (32, 64, base.resolution):
+        adapted, geometry = keep_maps(base, resolution)
+        assert adapted.resolution == resolution and last_map(adapted) == geometry.adapted_map >= native
+        removed = len(geometry.removed)
+        if removed:  # one fewer would leave the map smaller than the native one
+            assert last_map(remove_halvings(base.replace(resolution=resolution), removed - 1)) < native
+        assert tuple(halvings(base)[:removed]) == geometry.removed   # earliest first
+        # only strides (and the pool) change: channels, layers, kernels, blocks stay
+        assert [(s.out_channels, s.layers, s.kernel, s.block) for s in adapted.stages] == \
+               [(s.out_channels, s.layers, s.kernel, s.block) for s in base.stages]
+        assert adapted.stem.out_channels == base.stem.out_channels and adapted.head == base.head
+
+
+@pytest.mark.parametrize("key", list(GEOMETRY), ids=[f"{b}@{r}" for b, r in GEOMETRY])
+def test_the_adapted_geometry_of_the_built_in_bases(key):
+    removed, proxy_map, adapted_map = GEOMETRY[key]
+    _, geometry = keep_maps(get_base(key[0]), key[1])
+    assert (geometry.removed, geometry.proxy_map, geometry.adapted_map) == (removed, proxy_map, adapted_map)
+
+
+def test_a_spec_file_is_adapted_the_same_way():
+    spec = load_spec(ROOT / "examples" / "vgg11.yaml")
+    adapted, geometry = keep_maps(spec, 32)
+    assert last_map(adapted) >= last_map(spec) and geometry.removed == tuple(halvings(spec)[:len(geometry.removed)])
+    assert last_map(spec.replace(resolution=32)) < last_map(spec)   # the native strides would shrink it
+
+
+def test_flops_prints_the_adapted_strides_and_the_last_map():
+    result = CliRunner().invoke(app, ["flops", "--base", "efficientnet-b0", "--resolution", "32", "--keep-maps"])
+    assert result.exit_code == 0, result.stderr
+    assert "keep-maps: stride 1 at stem, stage 2, stage 3: last feature map 8x8 at 32px (native strides: 1x1; " \
+           "native 224px: 7x7)" in result.stdout
+    assert "(last feature map 8x8)" in result.stdout
+    stem, *stages = [line.split() for line in result.stdout.splitlines() if line.split()[:1] and
+                     line.split()[0] in ("stem", "1", "2", "3", "4", "5", "6", "7")]
+    assert stem[4] == "1" and [s[5] for s in stages] == ["1", "1", "1", "2", "1", "2", "1"]  # stride column
+    as_json = json.loads(CliRunner().invoke(app, ["flops", "--base", "efficientnet-b0", "--resolution", "32",
+                                                  "--keep-maps", "--json"]).stdout)
+    assert as_json["last_map"] == 8 and as_json["geometry"].startswith("keep-maps:")
+
+
+def _grid(tmp_path, name, **flags):
+    settings = build_settings({}, dict(base="resnet50", target_flops="2x", resolution=32, train_subset=64,
+                                       val_subset=32, step=0.05, alpha_max=2.0, beta_max=1.4, max_trials=2,
+                                       order="id", phi_max=1, out=str(tmp_path / name), **flags))
+    events = []
+    result = run_grid(settings, backend=FakeBackend(), progress=False, estimate=False, on_event=events.append)
+    return result, events[0], settings
+
+
+def test_a_grid_that_lost_resolution_says_so_and_keep_maps_gets_it_back(tmp_path):
+    """ResNet-50 at 32px: its FLOPs move in jumps, every kept candidate has gamma = 1."""
+    result, measured, _ = _grid(tmp_path, "native")
+    assert all(c.gamma == 1 for c in result.candidates if c.kept)
+    assert measured.lost.startswith("every kept candidate has gamma = 1: at 32px this grid cannot scale resolution")
+    assert "--keep-maps" in measured.lost and measured.geometry == ""
+    result, measured, settings = _grid(tmp_path, "kept", keep_maps=True)
+    assert any(c.gamma > 1 for c in result.candidates if c.kept) and measured.lost == ""
+    assert measured.geometry.startswith("keep-maps: stride 1 at stem, pool, stage 2")
+    config = json.loads((result.out / "config.json").read_text())
+    assert config["settings"]["keep_maps"] is True
+    # FLOPs counted on the adapted proxy; the family is the native base's (224px at phi = 0)
+    assert measured.base.stem.stride == 1 and measured.base_flops > 10 * 85_458_944
+    assert result.family[0]["resolution"] == 224 and result.family[0]["flops"] == 4_087_160_832  # 224px, the data set's head
+    from scalesearch.api import member_spec
+
+    assert member_spec(result.out, 0).stem.stride == 2     # export rebuilds the native member
+
+
+def _summary(candidate, scores):
+    rows = [TrialRow(trial=f"c{candidate}-s{i}", candidate=candidate, seed=i, top1=s) for i, s in enumerate(scores)]
+    return Summary(candidate, len(scores), sum(scores) / len(scores),
+                   (sum((s - sum(scores) / len(scores)) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5,
+                   None, 0, 0, rows)
+
+
+def test_the_spread_adds_the_held_out_binomial_error():
+    """The demo's kind of gap: 2.7 points with a seed spread of about 1 is separable on seeds
+    alone, but 500 held-out images measure 35% only to 2.1 points: within noise."""
+    best, other = _summary(0, [0.354, 0.362]), _summary(7, [0.322, 0.340])
+    seeds_only = compare(best, other)
+    assert seeds_only.separable and seeds_only.binomial is None
+    both = compare(best, other, n_val=500)
+    assert both.binomial == pytest.approx(math.sqrt(0.3445 * 0.6555 / 500))
+    assert both.spread == pytest.approx(math.hypot(seeds_only.spread, both.binomial))
+    assert not both.separable
+    assert "(seeds 0.98, held-out binomial 2.13 at 500 images): within noise" in both.text
+    assert binomial_error(0.5, 10_000) == pytest.approx(0.005)
+    assert [v.runner_up for v in ties([best, other], 500)] == [7] and ties([best, other]) == []
+    assert ties([best, _summary(1, [0.10, 0.11])], 500) == []       # a clear gap is no tie
+
+
+def test_a_tie_is_said_in_best_json_and_on_screen(tmp_path):
+    def score(trial):  # two candidates 0.5 points apart, 1 point of seed noise: a tie
+        return 0.40 + 0.005 * (trial.candidate == 0) + 0.01 * (trial.seed % 2)
+
+    settings = build_settings({}, dict(base="resnet20-cifar", target_flops="2x", train_subset=64, val_subset=32,
+                                       step=0.1, alpha_max=1.6, beta_max=1.5, max_trials=2, order="id", seeds=2,
+                                       phi_max=1, out=str(tmp_path / "tie")))
+    result = run_grid(settings, backend=FakeBackend(score=score), progress=False, estimate=False)
+    best = json.loads((result.out / "best.json").read_text())
+    assert best["tie"] == [result.ties[0].runner_up] and "a tie: the best by mean is within noise" in best["tie_text"]
+    assert best["verdict"]["n_val"] == 32 and best["verdict"]["binomial"] > 0.08   # 32 images: ~9 points

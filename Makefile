@@ -23,12 +23,13 @@ install: | $(BIN)/python
 	$(MAKE) $(STAMP) TORCH="$(TORCH)"
 
 # The main job on the built-in synthetic data: a phi = 1 search for ResNet-20 (CIFAR-style,
-# 32px), 3 candidates (the grid's depth-, width- and resolution-heavy corners: --order spread)
+# 32px), 3 candidates (the grid's depth-, width- and resolution-heavy corners: order=spread)
 # x 2 seeds short-trained on 2 CPU cores, then the ranking, family and plots.
 demo: $(STAMP)
 	$(BIN)/scalesearch grid --base resnet20-cifar --target-flops 2x --dataset synthetic \
-	    --train-subset 1500 --val-subset 500 --epochs 4 --step 0.05 --alpha-max 2 --beta-max 1.45 \
-	    --max-trials 3 --order spread --seeds 2 --phi-max 6 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	    --epochs 4 --max-trials 3 --seeds 2 --set data.train_subset=1500 --set data.val_subset=500 \
+	    --set grid.step=0.05 --set grid.alpha_max=2 --set grid.beta_max=1.45 --set order=spread --set phi_max=6 \
+	    --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,13 +6,23 @@ The layout follows the paper: ``spec`` (Eq. 1, the network as data), ``scaling``
 (step 2: raising phi), ``study`` (trials x seeds in a run directory).
 """
 
+from . import reproduce as _module  # the module loads first, so that the name below stays the function
+from .api import reproduce  # the function, as ``family`` and ``curves``: never the module of that name
 from .bases import base_names, get_base
+from .curves import curves
 from .errors import UserError
 from .family import family  # the function: ``scalesearch.family`` is never the module of the same name
 from .scaling import Rounding, compound, nominal_ratio, round_channels, round_depth, round_resolution, scale
 from .spec import HeadSpec, NetworkSpec, SpecError, StageSpec, StemSpec, load_spec, save_spec
 
-__version__ = "0.2.0"
+del _module
+
+try:  # one version, pyproject.toml's, as installed
+    from importlib.metadata import version as _version
+
+    __version__ = _version("scalesearch")
+except Exception:  # noqa: BLE001 - not installed (a source tree on sys.path)
+    __version__ = "0+unknown"
 
 # Torch-side names load on first use, so specs and the scaler stay importable without torch.
 _LAZY = {"Cost": "cost", "count_cost": "cost", "build": "models", "run_grid": "grid",
@@ -32,7 +42,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Cost", "HeadSpec", "NetworkSpec", "Rounding", "SearchSettings", "SpecError", "StageSpec", "StemSpec",
-    "UserError", "base_names", "build", "compound", "count_cost", "create_model", "export_member", "family",
-    "get_base", "load_model", "load_settings", "load_spec", "measure", "nominal_ratio", "round_channels",
-    "round_depth", "round_resolution", "run_grid", "save_spec", "scale",
+    "UserError", "base_names", "build", "compound", "count_cost", "create_model", "curves", "export_member",
+    "family", "get_base", "load_model", "load_settings", "load_spec", "measure", "nominal_ratio", "reproduce",
+    "round_channels", "round_depth", "round_resolution", "run_grid", "save_spec", "scale",
 ]

@@ -105,9 +105,10 @@ UNTRAINED = ("untrained: freshly initialised weights of the member's architectur
              "short proxies at phi = 1 and keeps no weights); train it in your own pipeline")
 
 
-def export_member(run_dir: str | Path, phi: int, out: str | Path) -> list[Path]:
+def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: int | None = None) -> list[Path]:
     """Write family member ``phi`` of a run: spec.yaml, model.pt (an untrained state_dict)
-    and meta.json (its cost, and what its weights are)."""
+    and meta.json (its cost, and what its weights are).  ``num_classes`` sets the classifier
+    for your own data set (default: the searched data set's)."""
     import torch
 
     from .cost import count_cost
@@ -125,6 +126,10 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path) -> list[Path]:
     if problem:
         raise UserError(f"--out '{out}' cannot be created ({problem}); choose another --out")
     spec = member_spec(run_dir, phi)
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 1_000_000:
+            raise UserError(f"--num-classes must be a whole number from 1 to 1,000,000 (got {num_classes!r})")
+        spec = spec.replace(num_classes=num_classes)
     model = build(spec)
     cost = count_cost(spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,3 +164,67 @@ def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
         raise UserError(f"'{folder / 'model.pt'}' does not hold the weights of the network in its spec.yaml "
                         f"({first:.160}); export the member again") from None
     return model
+
+
+def reproduce(experiment: str | Path, budget: str = "smoke", *, dry_run: bool = False, progress: bool = True,
+              estimate: bool = True, **options: Any):  # noqa: ANN201 - reproduce.ReproduceResult
+    """What `scalesearch reproduce` does: ``experiment`` is table3, figure8 or an experiment file;
+    ``options`` are ``reproduce.make_settings``'s (dataset, seeds, out, recipe, keep_maps,
+    backend, ...).  Returns the result (models, rows, verdicts, files written)."""
+    from .reproduce import make_settings, reproduce as run  # the module (the package's name is this function)
+
+    settings = make_settings(experiment, budget, **options)
+    return run(settings, dry_run=dry_run, progress=progress, estimate=estimate)
+
+
+def _budget_name(recipe: Any) -> str:
+    if recipe.images is not None:
+        return f"{recipe.images:,} images"
+    return f"{recipe.epochs:g} epoch{'' if recipe.epochs == 1 else 's'}"
+
+
+def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *, progress: bool = True,
+                estimate: bool = True, backend: Any = None, on_event: Any = None) -> dict[str, Any]:
+    """Ask a finished search whether its proxy ranks like a bigger budget: train its ``top``
+    ranked candidates again at ``budget`` times the run's budget (epochs or images), same
+    seeds and data, in RUN/check-proxy-<budget>/, and measure the rank agreement of the two
+    (agreement.py).  Returns what agreement.json holds."""
+    from .agreement import agreement
+    from .grid import run_grid
+    from .gridspace import parse_budget
+    from .plots import draw_agreement
+    from .settings import load_settings
+    from .study import CANDIDATES, CONFIG, TRIALS, RunDir, summarize
+
+    run = RunDir(run_dir)
+    if not run.exists:
+        raise UserError(f"'{run.path}' is not a scalesearch run directory (no config.json)")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 2:
+        raise UserError(f"--top must be a whole number of at least 2 candidates (got {top!r})")
+    factor = parse_budget(budget, "--budget")
+    if not factor.is_ratio or factor.value <= 1:
+        raise UserError(f"--budget '{budget}' must be a multiple of the run's budget above 1, such as 4x")
+    run.open_to_read((CONFIG, CANDIDATES, TRIALS))
+    settings = load_settings(run / CONFIG)
+    ranked = [s for s in summarize(run.trials().values()) if s.ranked][:top]
+    if len(ranked) < 2:
+        raise UserError(f"'{run.path}' has {len(ranked)} healthily trained candidate(s): a ranking needs 2 or more")
+    recipe = settings.train
+    bigger = (recipe.replace(images=int(round(recipe.images * factor.value))) if recipe.images is not None
+              else recipe.replace(epochs=recipe.epochs * factor.value))
+    out = run.path / f"check-proxy-{factor.value:g}x"
+    checked = settings.replace(train=bigger, candidates=tuple(s.candidate for s in ranked), max_trials=None,
+                               out=str(out))
+    result = run_grid(checked, backend=backend, progress=progress, estimate=estimate, on_event=on_event)
+    small = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in ranked}
+    large = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in result.summaries if s.ranked}
+    found = agreement(small, large, _budget_name(recipe), _budget_name(bigger), seed=settings.seed)
+    points = [dict(candidate=c, small=small[c], large=large.get(c, [])) for c in small]
+    record = dict(found.as_dict(), run=str(run.path), check=str(out), budget=f"{factor.value:g}x",
+                  candidates=points)
+    check = RunDir(out)
+    check.write_run_json("agreement.json", record)
+    record["files"] = [str(out / "agreement.json")] + [str(p) for p in draw_agreement(
+        points, out / "agreement", found.small, found.large, found.verdict)]
+    return record
+

@@ -208,6 +208,7 @@ def export(
     run_dir: str = typer.Argument(..., help="A finished run directory of `scalesearch grid`."),
     phi: int = typer.Option(..., "--phi", help="Which family member (a phi of the run's family.csv)."),
     out: str = typer.Option(..., "--out", help="A new folder for spec.yaml, model.pt and meta.json."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="The classifier's classes (default: the searched data set's)."),
 ) -> None:
     """Write a family member's spec (YAML) and its built, untrained module (state_dict) for your own pipeline."""
     from .api import export_member
@@ -215,81 +216,134 @@ def export(
     from .api import UNTRAINED
 
     with user_errors():
-        files = export_member(run_dir, phi, out)
+        files = export_member(run_dir, phi, out, num_classes)
     for path in files:
         typer.echo(str(path))
     typer.echo(f"note: model.pt is {UNTRAINED}")
 
 
+# -- options grid and reproduce share, declared once ----------------------------------------------
+
+DATASET_OPTION = typer.Option(None, "--dataset", help=_help("'synthetic' (built in; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder.", "dataset"))
+SET_OPTION = typer.Option(None, "--set", metavar="NAME=VALUE", help="Any setting by name, repeatable: --set train.clip_norm=0.5 --set grid.step=0.05 --set data.train_subset=2000 (names: docs/cli.md).")
+RECIPE_OPTION = typer.Option(None, "--recipe", help="A training recipe file (YAML: the train: section of a config, e.g. optimizer, lr, clip_norm, residual_init).")
+DEVICE_OPTION = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device"))
+BACKEND_OPTION = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune); one trial per candidate (or row) and seed.", "backend"))
+ADDRESS_OPTION = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray; docs/ray.md).")
+KEEP_MAPS_OPTION = typer.Option(None, "--keep-maps/--native-strides", help="Remove the proxy's earliest stride-2 steps until its last feature map is as large as at the base's native resolution (docs/method.md); the family stays the native base's.")
+NO_ESTIMATE_OPTION = typer.Option(False, "--no-estimate", hidden=True, help="Skip timing a few steps to estimate the training time.")
+
+# Research knobs that moved into the recipe file / --set: still accepted for one release, each with a
+# one-line note naming its new spelling.  name -> (flag, setting path).
+MOVED = {"max_params": ("--max-params", "grid.max_params"), "max_acts": ("--max-acts", "grid.max_acts"),
+         "alpha_max": ("--alpha-max", "grid.alpha_max"), "beta_max": ("--beta-max", "grid.beta_max"),
+         "step": ("--step", "grid.step"), "tolerance": ("--tolerance", "grid.tolerance"),
+         "nominal_tolerance": ("--nominal-tolerance", "grid.nominal_tolerance"),
+         "depth_rule": ("--depth-rounding", "rounding.depth_rule"),
+         "train_subset": ("--train-subset", "data.train_subset"), "val_subset": ("--val-subset", "data.val_subset"),
+         "cache_dir": ("--cache-dir", "data.cache_dir"), "batch_size": ("--batch-size", "train.batch_size"),
+         "lr": ("--lr", "train.lr"), "clip_norm": ("--clip-norm", "train.clip_norm"),
+         "optimizer": ("--optimizer", "train.optimizer"), "trust": ("--trust", "train.trust"),
+         "residual_init": ("--residual-init", "train.residual_init"), "seed": ("--seed", "seed"),
+         "candidates": ("--candidates", "candidates"), "order": ("--order", "order"), "phi_max": ("--phi-max", "phi_max"),
+         "early_stop": ("--early-stop", "backend.early_stop"),
+         "cpus_per_trial": ("--cpus-per-trial", "backend.cpus_per_trial"),
+         "gpus_per_trial": ("--gpus-per-trial", "backend.gpus_per_trial")}
+
+
+def _moved(name: str, text: str, kind: type = str):  # noqa: ANN202 - a typer OptionInfo
+    flag, path = MOVED[name]
+    return typer.Option(None, flag, hidden=True, help=f"{text} (moved: --set {path}=VALUE)")
+
+
+def _moved_notes(given: dict[str, object]) -> list[str]:
+    """One line per moved flag the user gave: the spelling that replaces it."""
+    def shown(value: object) -> str:
+        return "true" if value is True else "false" if value is False else str(value)
+
+    return [f"note: {MOVED[k][0]} is now --set {MOVED[k][1]}={shown(v)} (the flag works for this release)"
+            for k, v in given.items() if k in MOVED and v is not None]
+
+
 @app.command()
 def grid(
     config: Optional[str] = typer.Option(None, "--config", help="Read settings from a YAML/JSON file (a run's config.json too); flags override it."),
+    recipe: Optional[str] = RECIPE_OPTION,
+    assignments: Optional[list[str]] = SET_OPTION,
     base: Optional[str] = typer.Option(None, "--base", help=BASE_HELP),
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help=_help("FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G).", "target_flops")),
-    max_params: Optional[str] = typer.Option(None, "--max-params", help="Params budget: a ratio (3x) or a count (20M)."),
-    max_acts: Optional[str] = typer.Option(None, "--max-acts", help="Activations budget: a ratio or a count."),
-    alpha_max: Optional[float] = typer.Option(None, "--alpha-max", help=_help("Largest alpha (depth) on the grid.", "alpha_max")),
-    beta_max: Optional[float] = typer.Option(None, "--beta-max", help=_help("Largest beta (width) on the grid.", "beta_max")),
-    step: Optional[float] = typer.Option(None, "--step", help=_help("Grid step for alpha and beta.", "step")),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("Keep candidates whose measured FLOPs are within this fraction of the target.", "tolerance")),
-    nominal_tolerance: Optional[float] = typer.Option(None, "--nominal-tolerance", help=_help("... and whose alpha*beta^2*gamma^2 is within this fraction of the target ratio.", "nominal_tolerance")),
-    depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help=_help("stage: ceil(L_i * d) per stage (the reference rule); total: round(d * sum L_i) spread over the stages, one layer at a time.", "depth_rule")),
+    dataset: Optional[str] = DATASET_OPTION,
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    keep_maps: Optional[bool] = typer.Option(None, "--keep-maps/--native-strides", help="With --resolution: remove the earliest stride-2 steps until the last feature map is as large as at the base's native resolution (docs/method.md); the family is still the native base's."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help=_help("'synthetic' (built in; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder.", "dataset")),
-    train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Train on N images (class-balanced)."),
-    val_subset: Optional[int] = typer.Option(None, "--val-subset", help="Score on N held-out images."),
+    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("Training batch size.", "batch_size")),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's rate, scaled with the batch size)."),
-    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help=_help("Clip each step's global gradient norm to this; 0: no clipping (trials.csv's 'clipped' says how often it acted).", "clip_norm")),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=_help("sgd (Nesterov) or lars (the same with layer-wise rates: each weight tensor steps by --trust x its norm; see experiments/deep-candidates/NOTES.md).", "optimizer")),
-    trust: Optional[float] = typer.Option(None, "--trust", help=_help("With --optimizer lars: each layer's step as a fraction of its weight norm.", "trust")),
-    residual_init: Optional[str] = typer.Option(None, "--residual-init", help=_help("How the BN scale feeding each residual add starts: one (the reference), zero, or scaled (1/sqrt(L) for L residual blocks; with --optimizer lars it trains deep ResNets at short budgets).", "residual_init")),
-    seed: Optional[int] = typer.Option(None, "--seed", help=_help("First seed; trial k of a candidate uses seed + k.", "seed")),
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
-    candidates: Optional[str] = typer.Option(None, "--candidates", help="Train exactly these candidate ids, e.g. 0,4,77 (see candidates.csv)."),
-    order: Optional[str] = typer.Option(None, "--order", help=_help("Which kept candidates --max-trials takes first: random (seeded), nearest (to the target), spread (farthest-point: the grid's corners first) or id.", "order")),
-    phi_max: Optional[int] = typer.Option(None, "--phi-max", help=_help("Extrapolate the family to this phi.", "phi_max")),
-    backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune).", "backend")),
-    address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
-    early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop", help="Stop weak trials early (Optuna MedianPruner / Tune ASHA)."),
-    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help=_help("Threads each trial trains on (both backends; Ray reserves them as CPUs).", "cpus_per_trial")),
-    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help=_help("Ray: GPUs per trial.", "gpus_per_trial")),
-    device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where decoded images are cached (default ~/.cache/scalesearch)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
+    backend: Optional[str] = BACKEND_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure and save the candidate table, train nothing."),
-    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip timing a few steps to estimate the training time."),
+    no_estimate: bool = NO_ESTIMATE_OPTION,
+    max_params: Optional[str] = _moved("max_params", "Params budget: a ratio or a count."),
+    max_acts: Optional[str] = _moved("max_acts", "Activations budget: a ratio or a count."),
+    alpha_max: Optional[float] = _moved("alpha_max", "Largest alpha (depth) on the grid."),
+    beta_max: Optional[float] = _moved("beta_max", "Largest beta (width) on the grid."),
+    step: Optional[float] = _moved("step", "Grid step for alpha and beta."),
+    tolerance: Optional[float] = _moved("tolerance", "FLOPs tolerance of a kept candidate."),
+    nominal_tolerance: Optional[float] = _moved("nominal_tolerance", "Tolerance of alpha*beta^2*gamma^2."),
+    depth_rounding: Optional[str] = _moved("depth_rule", "stage or total depth rounding."),
+    train_subset: Optional[int] = _moved("train_subset", "Train on N images (class-balanced)."),
+    val_subset: Optional[int] = _moved("val_subset", "Score on N held-out images."),
+    cache_dir: Optional[str] = _moved("cache_dir", "Where decoded images are cached."),
+    batch_size: Optional[int] = _moved("batch_size", "Training batch size."),
+    lr: Optional[float] = _moved("lr", "Peak learning rate."),
+    clip_norm: Optional[float] = _moved("clip_norm", "Gradient clip; 0: none."),
+    optimizer: Optional[str] = _moved("optimizer", "sgd or lars."),
+    trust: Optional[float] = _moved("trust", "LARS trust ratio."),
+    residual_init: Optional[str] = _moved("residual_init", "one, zero or scaled."),
+    seed: Optional[int] = _moved("seed", "First seed."),
+    candidates: Optional[str] = _moved("candidates", "Exactly these candidate ids."),
+    order: Optional[str] = _moved("order", "random, nearest, spread or id."),
+    phi_max: Optional[int] = _moved("phi_max", "Extrapolate the family to this phi."),
+    early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop", hidden=True, help="Stop weak trials early (moved: --set backend.early_stop=true)."),
+    cpus_per_trial: Optional[float] = _moved("cpus_per_trial", "Threads per trial."),
+    gpus_per_trial: Optional[float] = _moved("gpus_per_trial", "Ray: GPUs per trial."),
 ) -> None:
-    """Step 1: grid-search alpha, beta, gamma at phi = 1 on measured FLOPs, short-training each candidate."""
-    from .grid import run_grid
-    from .settings import build_settings, load_settings
+    """Step 1: grid-search alpha, beta, gamma at phi = 1 on measured FLOPs, short-training each candidate.
 
-    flags = dict(base=base, target_flops=target_flops, max_params=max_params, max_acts=max_acts,
-                 alpha_max=alpha_max, beta_max=beta_max, step=step, tolerance=tolerance,
-                 nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding, resolution=resolution,
-                 keep_maps=keep_maps,
-                 dataset=dataset, train_subset=train_subset, val_subset=val_subset, epochs=epochs, images=images,
-                 batch_size=batch_size, lr=lr, clip_norm=None if clip_norm == 0 else clip_norm,
-                 optimizer=optimizer, trust=trust, residual_init=residual_init, seed=seed, seeds=seeds,
-                 max_trials=max_trials, candidates=candidates,
-                 order=order, phi_max=phi_max, backend=backend, address=address, early_stop=early_stop,
-                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, device=device, cache_dir=cache_dir,
-                 out=out)
+    Every setting has a name (docs/cli.md): a --config file holds them all, a --recipe file the
+    training recipe, and --set NAME=VALUE any one of them.
+    """
+    from .grid import run_grid
+    from .settings import build_settings, load_recipe, load_settings, parse_assignments
+
+    flags = dict(base=base, target_flops=target_flops, resolution=resolution, keep_maps=keep_maps,
+                 dataset=dataset, epochs=epochs, images=images, seeds=seeds, max_trials=max_trials,
+                 backend=backend, address=address, device=device, out=out)
+    moved = dict(max_params=max_params, max_acts=max_acts, alpha_max=alpha_max, beta_max=beta_max, step=step,
+                 tolerance=tolerance, nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding,
+                 train_subset=train_subset, val_subset=val_subset, cache_dir=cache_dir, batch_size=batch_size,
+                 lr=lr, clip_norm=clip_norm, optimizer=optimizer, trust=trust, residual_init=residual_init,
+                 seed=seed, candidates=candidates, order=order, phi_max=phi_max, early_stop=early_stop,
+                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
     with user_errors():
         from .settings import SettingsError
 
         if clip_norm is not None and not clip_norm >= 0:
             raise SettingsError(f"--clip-norm must be > 0, or 0 for no clipping (got {clip_norm:g})")
-        settings = load_settings(config, flags) if config else build_settings({}, flags, source="options")
+        exact = parse_assignments(assignments or [])
+        if clip_norm == 0:  # the old flag's "off"; the recipe's own word for it is null
+            exact.setdefault("clip_norm", None)
+        given = {**{k: v for k, v in moved.items() if not (k == "clip_norm" and v == 0)}, **flags}
+        recipe_values = load_recipe(recipe) if recipe else {}
+        if config:
+            settings = load_settings(config, given, recipe=recipe_values, assignments=exact)
+        else:
+            settings = build_settings(recipe_values, given, source="options", assignments=exact)
         if trust is not None and settings.train.optimizer != "lars":
             raise SettingsError(f"--trust {trust:g} sets the layer-wise rate of --optimizer lars "
                                 f"(got optimizer {settings.train.optimizer!r})")
-        if clip_norm == 0:  # the flag's "off"; the recipe's own word for it is None, which flags read as unset
-            settings = settings.replace(train=settings.train.replace(clip_norm=None))
         if settings.out is None:
             from .grid import default_out
 
@@ -298,8 +352,10 @@ def grid(
         result = run_grid(settings, dry_run=dry_run, on_event=printer, estimate=not no_estimate)
     if dry_run:
         typer.echo(f"dry run: candidate table written to {result.out / 'candidates.csv'}")
-        return
-    _summary(result, settings.train)
+    else:
+        _summary(result, settings.train)
+    for note in _moved_notes(moved):  # last, so that a refusal stays one line
+        typer.echo(note, err=True)
 
 
 class _GridPrinter:
@@ -307,7 +363,7 @@ class _GridPrinter:
 
     def __call__(self, event) -> None:  # noqa: ANN001
         from .grid import Measured, Planned, dropped_summary
-        from .study import StudyStarted
+        from .study import StudyStarted, TrialFinished
 
         if isinstance(event, Measured):
             kept = [c for c in event.rows if c.kept]
@@ -330,6 +386,18 @@ class _GridPrinter:
                        f"({event.todo} to train), {event.images_per_trial:,} images each{eta}")
         elif isinstance(event, StudyStarted) and event.finished:
             typer.echo(f"resuming: {event.finished} finished trial(s) kept, {event.todo} to train")
+        elif isinstance(event, TrialFinished) and not sys.stdout.isatty():
+            # Redirected to a log there are no progress bars: one line per trial says it is alive.
+            typer.echo(trial_line(event))
+
+
+def trial_line(event) -> str:  # noqa: ANN001 - study.TrialFinished
+    """One finished trial, for a log: which, how it ended, its top-1 and time, and the count."""
+    row = event.row
+    top1 = f"top-1 {100 * row.top1:.2f}%" if row.top1 is not None else "no top-1"
+    took = f", {_duration(row.seconds)}" if row.seconds is not None else ""
+    why = f" ({row.diverged})" if row.diverged else ""
+    return f"trial {row.trial} {row.state}{why}: {top1}{took} [{event.done}/{event.total}]"
 
 
 def _duration(seconds: float) -> str:
@@ -427,46 +495,66 @@ def plot(run_dir: str = typer.Argument(..., help="A run directory written by `sc
 def reproduce(
     experiment: Optional[str] = typer.Argument(None, help="table3 or figure8 (built in); leave out with --config."),
     config: Optional[str] = typer.Option(None, "--config", help="Your own experiment file (copy experiments/table3.yaml or figure8.yaml and edit it)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="'synthetic' (built in, the default; 'synthetic:hard' and 'synthetic:harder' are harder levels), an image-folder tree, or a CIFAR pickle folder."),
     budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
+    recipe: Optional[str] = RECIPE_OPTION,
+    assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training or backend setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 (the rest is the experiment file's)."),
+    dataset: Optional[str] = DATASET_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or lars (layer-wise rates); default: the experiment file's train.optimizer, else sgd."),
-    residual_init: Optional[str] = typer.Option(None, "--residual-init", help="one, zero or scaled (1/sqrt(L)): how the BN scale feeding each residual add starts; default: the experiment file's train.residual_init, else one."),
-    keep_maps: Optional[bool] = typer.Option(None, "--keep-maps/--native-strides", help="Adapt each base's early strides so its last feature map at the budget's resolution is as large as at its native one (default: the budget's keep_maps, else native strides)."),
-    device: Optional[str] = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device")),
-    backend: Optional[str] = typer.Option(None, "--backend", help=_help("optuna or ray; each row x seed is one trial.", "backend")),
-    address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray)."),
-    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help=_help("Threads each trial trains on.", "cpus_per_trial")),
-    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help=_help("Ray: GPUs per trial.", "gpus_per_trial")),
+    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where decoded images are cached (default ~/.cache/scalesearch)."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
+    backend: Optional[str] = BACKEND_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Build and count every row, train nothing."),
-    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip timing a few steps to estimate the training time."),
+    no_estimate: bool = NO_ESTIMATE_OPTION,
+    optimizer: Optional[str] = _moved("optimizer", "sgd or lars."),
+    residual_init: Optional[str] = _moved("residual_init", "one, zero or scaled."),
+    cpus_per_trial: Optional[float] = _moved("cpus_per_trial", "Threads per trial."),
+    gpus_per_trial: Optional[float] = _moved("gpus_per_trial", "Ray: GPUs per trial."),
+    cache_dir: Optional[str] = _moved("cache_dir", "Where decoded images are cached."),
 ) -> None:
     """Reproduce the paper's Table 3 or Figure 8: single-dimension against compound scaling, trained side by side."""
     from .reproduce import ExperimentError, make_settings, reproduce as run_reproduction
+    from .settings import SettingsError, load_recipe, owner_of, parse_assignments
 
+    moved = dict(optimizer=optimizer, residual_init=residual_init, cpus_per_trial=cpus_per_trial,
+                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir)
     with user_errors():
         if experiment is None and config is None:
             raise ExperimentError("name an experiment (table3, figure8) or give --config FILE")
         if experiment is not None and config is not None:
             raise ExperimentError(f"give either the experiment name '{experiment}' or --config, not both")
+        train = load_recipe(recipe) if recipe else {}
+        train.update({k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None})
+        backend_flags = dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        for name, value in parse_assignments(assignments or []).items():
+            section = owner_of(name)
+            if section == "train":
+                train[name] = value
+            elif section == "backend":
+                backend_flags[name] = value
+            elif name in ("cache_dir", "keep_maps"):
+                cache_dir, keep_maps = (value, keep_maps) if name == "cache_dir" else (cache_dir, value)
+            else:
+                raise SettingsError(f"--set {name}: reproduce takes training and backend settings (and keep_maps, "
+                                    f"cache_dir) by name; the rest is the experiment file's")
         settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
-                                 backend=backend, address=address, cpus_per_trial=cpus_per_trial,
-                                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, out=out,
-                                 coefficients=coefficients or (), optimizer=optimizer,
-                                 residual_init=residual_init, keep_maps=keep_maps)
+                                 backend=backend, address=address, cache_dir=cache_dir, out=out,
+                                 coefficients=coefficients or (), recipe=train, keep_maps=keep_maps,
+                                 backend_settings=backend_flags)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:
         typer.echo(_models_table(result.models))
         typer.echo(f"dry run: every row built and counted, nothing trained: {result.out / (name + '.csv')}")
-        return
-    typer.echo("=" * 78)
-    typer.echo((result.out / f"{name}.md").read_text().split("\n", 2)[2].strip())
-    typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
-    typer.echo("=" * 78)
+    else:
+        typer.echo("=" * 78)
+        typer.echo((result.out / f"{name}.md").read_text().split("\n", 2)[2].strip())
+        typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
+        typer.echo("=" * 78)
+    for note in _moved_notes(moved):  # last, so that a refusal stays one line
+        typer.echo(note, err=True)
 
 
 def _models_table(models) -> str:  # noqa: ANN001 - reproduce.Model
@@ -491,6 +579,31 @@ class _ReproducePrinter(_GridPrinter):
                        f"({event.todo} to train){eta}")
         else:
             super().__call__(event)
+
+
+@app.command(name="check-proxy")
+def check_proxy_cmd(
+    run_dir: str = typer.Argument(..., help="A finished run directory of `scalesearch grid`."),
+    budget: str = typer.Option("4x", "--budget", help="The larger budget, as a multiple of the run's epochs or images."),
+    top: int = typer.Option(4, "--top", help="How many of the run's best candidates to train again (2 or more)."),
+    no_estimate: bool = NO_ESTIMATE_OPTION,
+) -> None:
+    """Would a bigger budget rank the candidates the same? Train the top ones again and measure the rank agreement."""
+    from .api import check_proxy
+
+    with user_errors():
+        record = check_proxy(run_dir, budget, top, on_event=_GridPrinter(), estimate=not no_estimate)
+    rows = []
+    for p in record["candidates"]:
+        row = dict(candidate=p["candidate"])
+        for key, name in (("small", record["small"]), ("large", record["large"])):
+            row[name] = f"{100 * sum(p[key]) / len(p[key]):.2f}" if p[key] else "-"
+        rows.append(row)
+    typer.echo("=" * 78)
+    typer.echo("mean top-1 (%) over seeds at each budget:")
+    typer.echo(table(rows, [("candidate", ""), record["small"], record["large"]]))
+    typer.echo(record["verdict"])
+    typer.echo("written: " + ", ".join(record["files"]))
 
 
 @app.command()

@@ -29,6 +29,7 @@ refused with a ``MemoryLimitError`` instead of being allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections import Counter
@@ -195,7 +196,13 @@ def traced_part_cost(part: Part) -> Cost:
     return Cost(params, flops, other, acts)
 
 
-_spec_costs: dict[str, Cost] = {}  # by NetworkSpec.key(): name and provenance do not change cost
+_spec_costs: dict[tuple, Cost] = {}  # by _network_key: name and provenance do not change cost
+
+
+def _network_key(spec: NetworkSpec) -> tuple:
+    # NetworkSpec.key() as a tuple of its (frozen, hashable) fields: the same fields, without
+    # the JSON encoding, which took most of the time of a cold count of a grid.
+    return tuple(getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("name", "scale"))
 _block_generation = blocks.generation()
 
 
@@ -210,7 +217,7 @@ def _forget_replaced_blocks() -> None:
 def count_cost(spec: NetworkSpec) -> Cost:
     """Params, FLOPs (conv+linear multiply-adds), other FLOPs and conv activations of a spec."""
     _forget_replaced_blocks()
-    key = spec.key()
+    key = _network_key(spec)
     if key not in _spec_costs:
         parts = list(iter_parts(spec))
         check_memory(parts)

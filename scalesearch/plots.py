@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,19 @@ def _save(fig, stem: Path) -> list[Path]:  # noqa: ANN001 - a matplotlib Figure
         fig.savefig(path)
     plt.close(fig)
     return paths
+
+
+GROWTH_COLOURS = ((0.13, 0.55, 0.13), (0.12, 0.35, 0.85), (0.90, 0.45, 0.05))  # depth, width, resolution
+
+
+def growth_colour(alpha: float, beta: float, gamma: float) -> tuple[float, float, float]:
+    """A candidate's colour: the depth, width and resolution colours mixed by each one's share
+    of the FLOPs growth (log alpha, 2 log beta, 2 log gamma, as in alpha * beta^2 * gamma^2)."""
+    shares = [max(math.log(alpha), 0.0), max(2 * math.log(beta), 0.0), max(2 * math.log(gamma), 0.0)]
+    total = sum(shares)
+    if total <= 0:
+        return (0.5, 0.5, 0.5)  # the base itself
+    return tuple(sum(s / total * c[k] for s, c in zip(shares, GROWTH_COLOURS)) for k in range(3))  # type: ignore[return-value]
 
 
 def _kept(row: dict[str, Any]) -> bool:
@@ -63,8 +77,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     top1 = [100 * r["top1"] for r in trials]
     ax.errorbar(flops, top1, yerr=[100 * r["std"] for r in trials], fmt="none", ecolor="0.3", elinewidth=1,
                 capsize=3, zorder=1, label="+/- 1 std over seeds" if any(r["std"] for r in trials) else None)
-    pts = ax.scatter(flops, top1, zorder=2, c=[r["alpha"] for r in trials], cmap="viridis", s=36, edgecolor="k", linewidth=0.4)
-    fig.colorbar(pts, ax=ax, label="alpha (depth coefficient)")
+    # Colour by where the FLOPs growth goes (depth, width, resolution), so a width-heavy and a
+    # resolution-heavy candidate never look the same (colouring by alpha alone made them so).
+    ax.scatter(flops, top1, zorder=2, c=[growth_colour(r["alpha"], r["beta"], r["gamma"]) for r in trials], s=36,
+               edgecolor="k", linewidth=0.4)
+    for name, colour in zip(("depth-heavy", "width-heavy", "resolution-heavy"), GROWTH_COLOURS):
+        ax.scatter([], [], color=colour, label=name, s=36, edgecolor="k", linewidth=0.4)  # legend entries
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")
@@ -181,3 +199,33 @@ def draw_curves(panels: dict, stem: Path, title: str = "") -> list[Path]:
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, stem)
+
+
+def draw_agreement(points: list[dict[str, Any]], stem: Path, small: str, large: str, verdict: str) -> list[Path]:
+    """Top-1 at the proxy budget against top-1 at the larger one, a point per candidate
+    (mean over seeds, error bars one std), labelled with its id; the verdict as the title."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
+    for p in points:
+        if not p["small"] or not p["large"]:
+            continue
+        x, y = 100 * statistics.fmean(p["small"]), 100 * statistics.fmean(p["large"])
+        ex = 100 * statistics.stdev(p["small"]) if len(p["small"]) > 1 else 0.0
+        ey = 100 * statistics.stdev(p["large"]) if len(p["large"]) > 1 else 0.0
+        ax.errorbar([x], [y], xerr=[ex], yerr=[ey], fmt="o", color="tab:blue", markeredgecolor="k",
+                    markeredgewidth=0.4, capsize=3)
+        ax.annotate(f"c{p['candidate']}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.set_xlabel(f"top-1 (%) at the proxy budget ({small}), mean +/- std over seeds")
+    ax.set_ylabel(f"top-1 (%) at the larger budget ({large})")
+    words = verdict.split(": ")
+    ax.set_title("\n".join([words[0], ": ".join(words[1:])]) if len(words) > 1 else verdict, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.margins(0.15)
+    return _save(fig, stem)
+

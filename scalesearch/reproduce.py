@@ -303,9 +303,12 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   address: str | None = None, cpus_per_trial: float | None = None,
                   gpus_per_trial: float | None = None, cache_dir: str | None = None, out: str | None = None,
                   coefficients: Sequence[str] = (), optimizer: str | None = None,
-                  residual_init: str | None = None, keep_maps: bool | None = None) -> ReproduceSettings:
+                  residual_init: str | None = None, keep_maps: bool | None = None,
+                  recipe: Mapping[str, Any] | None = None,
+                  backend_settings: Mapping[str, Any] | None = None) -> ReproduceSettings:
     """Settings of a reproduction: the experiment's budget preset, then the given options on top
-    (``optimizer`` and ``residual_init`` replace the experiment's ``train`` fields)."""
+    (``recipe``, and ``optimizer``/``residual_init``, replace the experiment's ``train``
+    fields; ``backend_settings`` adds BackendSettings fields by name)."""
     from .train import TrainConfig
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -328,16 +331,20 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     data = DataSettings(dataset=dataset or "synthetic", train_subset=preset.pop("train_subset", None),
                         val_subset=preset.pop("val_subset", None), cache_dir=cache_dir)
     try:
-        recipe = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}
-        train = TrainConfig(**{**exp.train, **preset, **recipe})
+        given = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}
+        train = TrainConfig(**{**exp.train, **preset, **dict(recipe or {}), **given})
     except TypeError as exc:
         raise ExperimentError(f"{exp.source}: budgets.{budget}: {exc}") from None
     flags = dict(backend=backend, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                  device=device)
-    backend_settings = BackendSettings(**{k: v for k, v in flags.items() if v is not None})
+    flags.update({k: v for k, v in (backend_settings or {}).items() if v is not None})
+    try:
+        backend_settings_checked = BackendSettings(**{k: v for k, v in flags.items() if v is not None})
+    except TypeError as exc:
+        raise SettingsError(f"backend settings: {exc}") from None
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     return ReproduceSettings(experiment=exp, budget=budget, resolution=resolution, seeds=n_seeds, data=data,
-                             train=train, backend=backend_settings,
+                             train=train, backend=backend_settings_checked,
                              out=out or str(Path("runs") / f"{exp.name}-{budget}-{stamp}"),
                              coefficients=tuple(str(c) for c in coefficients), keep_maps=keep_maps)
 

@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import UserError
 from .gridspace import GridSpec
@@ -237,8 +237,9 @@ def flatten(nested: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
-                   source: str = "settings") -> SearchSettings:
-    """Settings from nested (or flat) plain data, then flat ``overrides`` on top.
+                   source: str = "settings", assignments: Mapping[str, Any] | None = None) -> SearchSettings:
+    """Settings from nested (or flat) plain data, then flat ``overrides`` on top (a None
+    there means "not given"), then ``assignments`` (``--set``: flat names, None is a value).
 
     Unknown keys are refused with the name and where they came from; every section
     validates itself, so a bad value is named before anything is created.
@@ -273,6 +274,8 @@ def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None 
     for key, value in (overrides or {}).items():
         if value is not None:
             put(key, value, "option")
+    for key, value in (assignments or {}).items():
+        put(key, value, "--set")
     if "base" not in top:
         raise SettingsError(f"{source}: setting 'base' is missing (a base name or a spec file)")
     if top.get("candidates") is not None and not isinstance(top["candidates"], tuple):
@@ -308,8 +311,11 @@ def parse_ids(text: str) -> tuple[int, ...]:
     return ids
 
 
-def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchSettings:
-    """Settings from a YAML/JSON file (a run's config.json too), flat ``overrides`` on top."""
+def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None, *,
+                  recipe: Mapping[str, Any] | None = None,
+                  assignments: Mapping[str, Any] | None = None) -> SearchSettings:
+    """Settings from a YAML/JSON file (a run's config.json too), then a ``recipe`` (flat train
+    fields, over the file's), then flat ``overrides``, then ``assignments`` (see build_settings)."""
     path = Path(path)
     if not path.is_file():
         raise SettingsError(f"config file '{path}' does not exist")
@@ -326,7 +332,63 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None) 
         raise SettingsError(f"config file '{path}' is not valid YAML/JSON: {first}") from None
     if isinstance(data, Mapping) and isinstance(data.get("settings"), Mapping):
         data = data["settings"]  # a run's config.json
-    return build_settings(data if data is not None else {}, overrides, source=f"config file '{path}'")
+    data = data if data is not None else {}
+    if recipe and isinstance(data, Mapping):
+        data = {**data, **recipe}  # flat train fields, read after the file's own train section
+    return build_settings(data, overrides, source=f"config file '{path}'", assignments=assignments)
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as flat settings: NAME is a field (``clip_norm``) or
+    SECTION.FIELD (``train.clip_norm``), VALUE a YAML scalar (0.5, true, null, sgd)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = str(item).partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise SettingsError(f"--set '{item}' must be NAME=VALUE, e.g. train.clip_norm=0.5")
+        section, dot, field_name = name.rpartition(".")
+        owner = owner_of(field_name)
+        if dot and (section not in SECTIONS or owner != section):
+            raise SettingsError(f"--set '{item}': unknown setting '{name}'"
+                                + (f" (it is {owner}.{field_name})" if owner else ""))
+        if owner is None and field_name not in {f.name for f in fields(SearchSettings)} - set(SECTIONS):
+            raise SettingsError(f"--set '{item}': unknown setting '{field_name}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dict, list)) and field_name != "candidates":
+            raise SettingsError(f"--set '{item}': the value must be a single number, word, true/false or null")
+        out[field_name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A training recipe file: the ``train:`` section of a config (or its fields alone), as
+    flat train settings; anything that is not a recipe field is refused by name."""
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"recipe file '{path}' does not exist")
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SettingsError(f"recipe file '{path}' is not valid YAML/JSON: {first}") from None
+    if isinstance(data, Mapping) and set(data) == {"train"}:
+        data = data["train"]
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"recipe file '{path}' must be a mapping of training settings (a 'train:' section)")
+    names = {f.name for f in recipe_fields()}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise SettingsError(f"recipe file '{path}': unknown training setting '{unknown[0]}' "
+                            f"(one of: {', '.join(sorted(names))})")
+    return dict(data)
 
 
 def default_of(name: str) -> Any:

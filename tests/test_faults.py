@@ -1,10 +1,15 @@
-"""Issue 9's fault classes, each driven through the real `scalesearch` command over many values.
+"""Issue 9's fault classes: bad values, bad files, kills, locks, Ray addresses, damaged runs.
 
 Every refusal must be exactly one line on stderr starting with "error:", a non-zero exit, no
 traceback anywhere, and must leave every file of an existing run as it was (hashed before
-and after) and nothing at all in a new --out.  Most cases run in-process through typer's
-CliRunner on ``scalesearch.cli.app`` (fast); kills, Ctrl-C, the concurrency race, an
-unreachable Ray address and unwritable folders run the installed command in real processes.
+and after) and nothing at all in a new --out.
+
+The tables of bad values are checked where they are refused: by the command's option parser
+(the values its function would receive, or click's usage error), then by the settings layer
+(build_settings, scaling, the spec loader, family) and, for the few values only a search can
+judge, by run_grid before it creates anything.  One value of each kind then goes through the
+whole command (typer's CliRunner, in this process).  Kills, Ctrl-C, the lock held by another
+process and a Ray address that is no Ray head run in real processes.
 
 One finished run directory is built once per module and copied for each case that damages
 or resumes it.
@@ -12,8 +17,6 @@ or resumes it.
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import json
 import os
 import random
@@ -22,77 +25,36 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from typer.testing import CliRunner
 
-from conftest import ROOT, make_color_folders
-from scalesearch.cli import app
-
-EXE = ROOT / ".venv" / "bin" / "scalesearch"
-CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "scalesearch"]
-SCRATCH = Path(tempfile.mkdtemp(prefix="scalesearch-faults-"))
-atexit.register(shutil.rmtree, SCRATCH, True)
-DATA = make_color_folders(SCRATCH / "colours")
-CACHE = SCRATCH / "cache"
-# A search that trains one small candidate at 16px in about a second.
-TINY = ["--base", "resnet20-cifar", "--dataset", str(DATA), "--cache-dir", str(CACHE), "--resolution", "16",
-        "--train-subset", "96", "--val-subset", "48", "--epochs", "2", "--batch-size", "16", "--alpha-max", "1.6",
-        "--beta-max", "1.6", "--phi-max", "2", "--order", "id", "--max-trials", "1", "--no-estimate", "--cpus-per-trial", "1"]
-
+from conftest import (CLICK_ERROR, ROOT, cli, grid_settings, ok, one_line, parsed, refused, run_process, snapshot,
+                      start_process, trial_rows, with_option)
+from scalesearch.errors import UserError
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def cli(*args: str):
-    """The command in this process; a fresh process's data (no data set kept in memory)."""
-    from scalesearch.trial import load_dataset
+def no_grid(settings_, out: Path) -> str:
+    """run_grid refuses ``settings_`` with --out ``out`` before it creates or changes a file."""
+    from scalesearch.grid import run_grid
 
-    load_dataset.cache_clear()
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def run_process(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*CMD, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          **kwargs)
-
-
-def refused(result, why: str = "") -> str:
-    """Assert the one-line refusal (CliRunner result or CompletedProcess); return the line."""
-    code = getattr(result, "exit_code", getattr(result, "returncode", None))
-    stdout, stderr = result.stdout, result.stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    context = f"{why}: exit {code}, stderr {stderr[-1500:]!r}"
-    assert code not in (0, None), context
-    assert "Traceback" not in stdout + stderr, context
-    assert len(lines) == 1 and lines[0].startswith("error:"), context
-    assert "internal error" not in lines[0], context  # a bug, not a refusal
-    exception = getattr(result, "exception", None)
-    assert exception is None or isinstance(exception, SystemExit), f"{why}: {exception!r}"
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file of a run; the lock file only records the last holder's pid."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
-
-
-def trial_rows(run: Path) -> pd.DataFrame:
-    return pd.read_csv(run / "trials.csv").set_index("trial")
+    existed = out.exists()
+    before = snapshot(out) if existed else None
+    with pytest.raises(UserError) as info:
+        run_grid(settings_.replace(out=str(out)), progress=False, estimate=False)
+    assert (snapshot(out) == before) if existed else not out.exists()
+    return one_line(info.value)
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory, tiny) -> Path:
     """One finished search (1 trial), built once; copy it before changing anything."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    result = cli("grid", *TINY, "--out", out)
-    assert result.exit_code == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    ok(cli("grid", *tiny, "--out", out))
     rows = trial_rows(out)
     assert len(rows) == 1 and set(rows.state) == {"COMPLETE"}
     return out
@@ -115,32 +77,48 @@ def _spec(tmp_path: Path, name: str, text: str | bytes) -> Path:
 
 VGG = (ROOT / "examples" / "vgg11.yaml").read_text()
 
+SIZES = [
+    ("flops", "resnet18", dict(r=1e5)),
+    ("flops", "resnet18", dict(w=1e5)),
+    ("flops", "resnet18", dict(d=1e5)),
+    ("flops", "efficientnet-b7", dict(w=30, r=8)),
+    ("flops", "resnet50", dict(r=40)),             # within the spec's limits, over the memory limit
+    ("family", "resnet18", dict(alpha=1, beta=1, gamma=100, phi_max=20)),
+    ("family", "resnet18", dict(alpha=1, beta=100, gamma=1, phi_max=20)),
+    ("family", "resnet18", dict(alpha=100, beta=1, gamma=1, phi_max=20)),
+    ("family", "resnet18", dict(alpha=1.2, beta=1.1, gamma=1.15, phi_max=20, target=9.0)),
+]
 
-@pytest.mark.parametrize("args", [
-    ["flops", "--base", "resnet18", "--r", "1e5"],
-    ["flops", "--base", "resnet18", "--w", "1e5"],
-    ["flops", "--base", "resnet18", "--d", "1e5"],
-    ["flops", "--base", "efficientnet-b7", "--w", "30", "--r", "8"],
-    ["flops", "--base", "resnet50", "--r", "40"],             # within the spec's limits, over the memory limit
-    ["family", "--base", "resnet18", "--alpha", "1", "--beta", "1", "--gamma", "100", "--phi-max", "20"],
-    ["family", "--base", "resnet18", "--alpha", "1", "--beta", "100", "--gamma", "1", "--phi-max", "20"],
-    ["family", "--base", "resnet18", "--alpha", "100", "--beta", "1", "--gamma", "1", "--phi-max", "20"],
-    ["family", "--base", "resnet18", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--phi-max", "20",
-     "--target-flops", "9x"],
-])
-def test_sizes_that_cannot_be_built_are_refused(args):
-    started = time.monotonic()
-    line = refused(cli(*args), " ".join(args))
-    assert any(word in line for word in ("at most", "GiB", "limit")), line
-    assert time.monotonic() - started < 60
+
+@pytest.mark.parametrize("command, base, values", SIZES, ids=[f"{c}-{b}-{v}" for c, b, v in SIZES])
+def test_sizes_that_cannot_be_built_are_refused_before_any_part_is_built(monkeypatch, command, base, values):
+    """`flops` is api.measure, `family` is family.family: the limit is named, and found from the
+    spec alone (no module is built, so no memory is asked for: the refusal is immediate)."""
+    from scalesearch.api import measure
+    from scalesearch.bases import get_base
+    from scalesearch.family import family
+    from scalesearch.models import Part
+
+    def build(*args, **kwargs):
+        raise AssertionError("a part was built before the size was refused")
+
+    monkeypatch.setattr(Part, "build", build)
+    with pytest.raises(UserError) as info:
+        measure(base, **values) if command == "flops" else family(get_base(base), **values)
+    message = one_line(info.value)
+    assert any(word in message for word in ("at most", "GiB", "limit")), message
 
 
 @pytest.mark.parametrize("field, value", [("out_channels: 64", "out_channels: 1000000000"),
                                           ("resolution: 224", "resolution: 100000"),
                                           ("layers: 2", "layers: 100000")])
 def test_spec_sizes_that_cannot_be_built_are_refused(tmp_path, field, value):
+    from scalesearch.api import measure
+
     path = _spec(tmp_path, "big.yaml", VGG.replace(field, value, 1))
-    refused(cli("flops", "--base", path), value)
+    with pytest.raises(UserError) as info:
+        measure(path)
+    assert "at most" in one_line(info.value)
 
 
 # -- 2. non-finite and extreme numbers for every numeric option --------------------------------
@@ -157,23 +135,41 @@ FAMILY_CASES = ([(opt, v) for opt in ("--alpha", "--beta", "--gamma") for v in N
 
 @pytest.mark.parametrize("option, value", FLOPS_CASES)
 def test_flops_refuses_bad_numbers(option, value):
-    refused(cli("flops", "--base", "resnet20-cifar", option, value), f"flops {option} {value!r}")
+    """The parser refuses what is not a number; api.measure (scaling.check_factors) the rest."""
+    from scalesearch.api import measure
 
-
-def _with(args: list[str], option: str, value: str) -> list[str]:
-    args = list(args)
-    if option in args:
-        args[args.index(option) + 1] = value
-        return args
-    return args + [option, value]
+    try:
+        params = parsed("flops", ["--base", "resnet20-cifar", option, value])
+    except CLICK_ERROR as error:
+        assert option in error.format_message()
+        return
+    with pytest.raises(UserError) as info:
+        measure(params["base"], d=params["d"], w=params["w"], r=params["r"])
+    one_line(info.value)
 
 
 @pytest.mark.parametrize("option, value", FAMILY_CASES)
 def test_family_refuses_bad_numbers(option, value):
-    args = _with(FAMILY, option, value)
-    if option == "--tolerance":
-        args += ["--target-flops", "2x"]
-    refused(cli(*args), f"family {option} {value!r}")
+    """The parser refuses what is not a number (and --phi-max outside 0..20); the rest is refused
+    by what `family` calls: parse_budget for --target-flops, then family.family."""
+    from scalesearch.bases import get_base
+    from scalesearch.family import family
+    from scalesearch.gridspace import parse_budget
+    from scalesearch.settings import default_of
+
+    args = with_option(FAMILY, option, value)[1:] + (["--target-flops", "2x"] if option == "--tolerance" else [])
+    try:
+        params = parsed("family", args)
+    except CLICK_ERROR as error:
+        assert option in error.format_message()
+        return
+    with pytest.raises(UserError) as info:
+        text = params["target_flops"]
+        target = parse_budget(text, "--target-flops").value if text is not None else None
+        phi_max = default_of("phi_max") if params["phi_max"] is None else params["phi_max"]
+        family(get_base(params["base"]), params["alpha"], params["beta"], params["gamma"], phi_max,
+               target=target, tolerance=params["tolerance"])
+    one_line(info.value)
 
 
 _number_text = st.one_of(
@@ -198,7 +194,7 @@ def test_flops_any_number_is_a_result_or_one_line(option, value):
 @given(option=st.sampled_from(["--alpha", "--beta", "--gamma"]), value=_number_text,
        phi=st.integers(min_value=0, max_value=2))
 def test_family_any_number_is_a_result_or_one_line(option, value, phi):
-    result = cli(*_with(_with(FAMILY, "--phi-max", str(phi)), option, value), "--json")
+    result = cli(*with_option(with_option(FAMILY, "--phi-max", str(phi)), option, value), "--json")
     if result.exit_code == 0:
         assert len(json.loads(result.stdout)) == phi + 1
     else:
@@ -229,14 +225,39 @@ GRID_CASES = (
 
 
 @pytest.mark.parametrize("option, value", GRID_CASES)
-def test_grid_refuses_bad_values_before_creating_anything(tmp_path, finished, option, value):
-    """Class 2 and class 5: each bad value refused in one line; a new --out is never created,
-    and an existing run is left exactly as it was."""
+def test_grid_refuses_bad_values_before_creating_anything(tmp_path, tiny, finished, option, value):
+    """Class 2 and class 5, each value where it is refused: the option parser (the value is not
+    of the option's type), the settings layer (one line naming the setting), or, for what only
+    a search can judge (a missing folder, an unknown base, a candidate id, this machine's CPUs),
+    run_grid before it creates a new --out or changes a file of an existing run."""
+    args = [*with_option(tiny, option, value), "--out", str(tmp_path / "new-run")]
+    try:
+        built = grid_settings(args)
+    except CLICK_ERROR as error:
+        assert option in error.format_message(), error.format_message()
+        return
+    except UserError as error:
+        one_line(error)
+        return
+    no_grid(built, tmp_path / "new-run")
+    no_grid(built, finished)
+
+
+@pytest.mark.parametrize("option, value, kind", [
+    ("--alpha-max", "nan", "non-finite"),
+    ("--seeds", "101", "out of range"),
+    ("--batch-size", "abc", "wrong type"),
+    ("--base", "nosuchnet", "unknown name"),
+    ("--dataset", "/nonexistent", "bad path"),
+])
+def test_a_refused_grid_creates_no_out_and_leaves_a_run_unchanged(tmp_path, tiny, finished, option, value, kind):
+    """One value of each kind through the whole command: one line, no new --out, and an
+    existing run exactly as it was."""
     new = tmp_path / "new-run"
-    refused(cli("grid", *_with(TINY, option, value), "--out", new), f"grid {option} {value!r}")
+    refused(cli("grid", *with_option(tiny, option, value), "--out", new), f"grid {option} {value!r} ({kind})")
     assert not new.exists(), sorted(p.name for p in new.iterdir())
     before = snapshot(finished)
-    refused(cli("grid", *_with(TINY, option, value), "--out", finished), f"grid {option} {value!r} on a run")
+    refused(cli("grid", *with_option(tiny, option, value), "--out", finished), f"grid {option} {value!r} on a run")
     assert snapshot(finished) == before
 
 
@@ -272,19 +293,38 @@ SPEC_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SPEC_CASES))
-def test_spec_files_of_the_wrong_shape_are_named(tmp_path, case):
+def _spec_case(tmp_path: Path, case: str) -> Path:
     name, text = SPEC_CASES[case]
     if text is None:
         path = tmp_path / name
         path.mkdir()
-    else:
-        path = _spec(tmp_path, name, text)
-    line = refused(cli("flops", "--base", path), case)
-    assert "spec" in line or "field" in line, line
+        return path
+    return _spec(tmp_path, name, text)
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_CASES))
+def test_spec_files_of_the_wrong_shape_are_named(tmp_path, tiny, case):
+    """The spec loader (bases.get_base, what `flops --base` and `grid --base` read) names the
+    spec or the field; a search over it is refused before it creates its --out."""
+    from scalesearch.bases import get_base
+
+    path = _spec_case(tmp_path, case)
+    with pytest.raises(UserError) as info:
+        get_base(path)
+    message = one_line(info.value)
+    assert "spec" in message or "field" in message, message
+    no_grid(grid_settings(with_option(tiny, "--base", str(path))), tmp_path / "new-run")
+
+
+def test_a_spec_file_of_the_wrong_shape_through_the_command(tmp_path, tiny):
+    path = _spec_case(tmp_path, "layers as text")
+    line = refused(cli("flops", "--base", path), "flops")
+    assert "stages[0].layers" in line, line
     new = tmp_path / "new-run"
-    refused(cli("grid", *_with(TINY, "--base", str(path)), "--out", new), case)
+    assert "stages[0].layers" in refused(cli("grid", *with_option(tiny, "--base", str(path)), "--out", new), "grid")
     assert not new.exists()
+
+
 
 
 # -- 4. what used to be a silent wrong result ---------------------------------------------------
@@ -305,7 +345,9 @@ def _tree(root: Path, train: dict[str, int], val: dict[str, int]) -> Path:
 
 @pytest.mark.parametrize("case", ["one class", "held-out split missing a class", "held-out folder empty",
                                   "train subset smaller than the classes", "val subset smaller than the classes"])
-def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, case):
+def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, tiny, case):
+    """run_grid's check, before any file (the same refusal through the command: a data set
+    without class folders, tests/test_grid.py)."""
     extra: list[str] = []
     if case == "one class":
         data = _tree(tmp_path / "d", {"only": 20}, {"only": 8})
@@ -316,27 +358,31 @@ def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, case):
     else:
         data = _tree(tmp_path / "d", {"a": 20, "b": 20, "c": 20}, {"a": 8, "b": 8, "c": 8})
         extra = ["--train-subset", "2"] if case.startswith("train") else ["--val-subset", "2"]
-    new = tmp_path / "new-run"
-    args = _with(_with(_with(TINY, "--dataset", str(data)), "--train-subset", "48"), "--val-subset", "24")
+    args = with_option(with_option(with_option(tiny, "--dataset", str(data)), "--train-subset", "48"),
+                       "--val-subset", "24")
     for i in range(0, len(extra), 2):
-        args = _with(args, extra[i], extra[i + 1])
-    line = refused(cli("grid", *args, "--out", new), case)
+        args = with_option(args, extra[i], extra[i + 1])
+    from scalesearch.trial import load_dataset
+
+    load_dataset.cache_clear()
+    line = no_grid(grid_settings(args), tmp_path / "new-run")
     assert ("at least 2 classes" in line) if case == "one class" else ("no image of class" in line), line
-    assert not new.exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["grid", *TINY, "--lr", "0"], "'lr'"),
-    (["grid", *TINY, "--max-params", "0x"], "max_params"),
-    (["grid", *TINY, "--max-acts", "0x"], "max_acts"),
-    (["family", *FAMILY[1:], "--json", "--csv"], "choose one"),
-    (["grid", *TINY, "--backend", "optuna", "--gpus-per-trial", "1"], "gpus_per_trial"),
+@pytest.mark.parametrize("extra, words", [
+    (["--lr", "0"], "'lr'"),
+    (["--max-params", "0x"], "max_params"),
+    (["--max-acts", "0x"], "max_acts"),
+    (["--backend", "optuna", "--gpus-per-trial", "1"], "gpus_per_trial"),
 ])
-def test_values_that_used_to_run_silently_wrong_are_named(tmp_path, args, words):
-    new = tmp_path / "new-run"
-    line = refused(cli(*args, *(["--out", new] if args[0] == "grid" else [])), " ".join(args))
-    assert words in line, line
-    assert not new.exists()
+def test_values_that_used_to_run_silently_wrong_are_named(tmp_path, tiny, extra, words):
+    with pytest.raises(UserError) as info:
+        grid_settings([*tiny, *extra, "--out", str(tmp_path / "new-run")])
+    assert words in one_line(info.value)
+
+
+def test_family_json_and_csv_together_are_refused():
+    assert "choose one" in refused(cli(*FAMILY, "--json", "--csv"), "family --json --csv")
 
 
 # -- 6. damaged run files and caches -------------------------------------------------------------
@@ -372,14 +418,14 @@ DAMAGE_CASES = [(f, d, extend) for f in RUN_FILES for d in DAMAGES for extend in
 
 @pytest.mark.parametrize("name, damage, extend", DAMAGE_CASES,
                          ids=[f"{f}-{d}-{'extend' if e else 'same'}" for f, d, e in DAMAGE_CASES])
-def test_damaged_run_file_is_refused_or_resumed_correctly(run_copy, name, damage, extend):
+def test_damaged_run_file_is_refused_or_resumed_correctly(run_copy, tiny, name, damage, extend):
     """Re-run (the same command, or one that extends the run to 2 trials): either one clear
     refusal that changes nothing, or a correct finish that never retrains a finished trial."""
     original = trial_rows(run_copy)
     DAMAGES[damage](run_copy / name)
     before = snapshot(run_copy)
     max_trials = "2" if extend else "1"
-    result = cli("grid", *_with(TINY, "--max-trials", max_trials), "--out", run_copy)
+    result = cli("grid", *with_option(tiny, "--max-trials", max_trials), "--out", run_copy)
     if result.exit_code != 0:
         line = refused(result, f"{damage} {name}")
         # a damaged manifest may still parse, and then names the file it no longer matches
@@ -396,12 +442,12 @@ def test_damaged_run_file_is_refused_or_resumed_correctly(run_copy, name, damage
 
 
 @pytest.mark.parametrize("name", ["candidates.csv", "study.db", ".checksums.json"])
-def test_what_a_refusal_says_to_do_works(run_copy, tmp_path, name):
+def test_what_a_refusal_says_to_do_works(run_copy, tiny, tmp_path, name):
     """'Move it away': the next run extends the search without training a finished trial again
     (and a re-measured candidate table is the one that was lost)."""
     original, table = trial_rows(run_copy), (run_copy / "candidates.csv").read_bytes()
     _truncate_half(run_copy / name)
-    args = ["grid", *_with(TINY, "--max-trials", "2"), "--out", run_copy]
+    args = ["grid", *with_option(tiny, "--max-trials", "2"), "--out", run_copy]
     assert name in refused(cli(*args), name)
     shutil.move(run_copy / name, tmp_path / name)
     result = cli(*args)
@@ -413,19 +459,20 @@ def test_what_a_refusal_says_to_do_works(run_copy, tmp_path, name):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "emptied", "garbled"])
-def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tmp_path, caplog, damage):
+def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tiny, colours, tmp_path, caplog, damage):
     """A cache is the tool's own: rebuilt with one warning line naming it, the run resumed."""
     import logging
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    for path in CACHE.glob(f"{DATA.name}-*.pt"):  # the entry of the finished run's data
+    data, cached = colours
+    for path in cached.glob(f"{data.name}-*.pt"):  # the entry of the finished run's data
         shutil.copy(path, cache / path.name)
         DAMAGES[damage](cache / path.name)
     assert list(cache.glob("*.pt"))
     original = trial_rows(run_copy)
     with caplog.at_level(logging.WARNING, logger="scalesearch"):
-        result = cli("grid", *_with(TINY, "--cache-dir", str(cache)), "--out", run_copy)
+        result = cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--out", run_copy)
     assert result.exit_code == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -438,12 +485,7 @@ def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tmp_path, caplog
     assert all(load_cached(path, ("classes",)) is not None for path in cache.glob("*.pt"))
 
 
-# -- kills at random points, and Ctrl-C ------------------------------------------------------------
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([*CMD, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
+# -- a Ctrl-C dropped by Python ------------------------------------------------------------
 
 _DROPPED_CTRL_C = """
 import sys, time, weakref
@@ -496,92 +538,178 @@ def test_a_dropped_ctrl_c_is_raised_once():
     assert not redelivery.pending
 
 
-def test_kill_and_ctrl_c_at_random_points_then_resume(run_copy):
-    """Extend the finished run to 3 trials; SIGKILL it, then Ctrl-C it, each at a seeded
-    random moment; the third run finishes with every trial once and the first one unchanged."""
+
+
+# -- kills and Ctrl-C at seeded moments, then resume ----------------------------------------------
+
+# The installed command's entry point, with a signal sent to itself at a chosen moment: after
+# the Nth optimizer step of this process (mid-training), or just before the Nth file of the run
+# folder is renamed into place (mid-write: the new file whole on disk, not yet the run's).
+# The moment is a count, not a time, so the same seed lands at the same place however loaded
+# the machine is.
+_SIGNAL_AT = """
+import os, signal, sys
+from pathlib import Path
+
+sig, moment, count, args = signal.Signals[sys.argv[1]], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+out = Path(args[args.index("--out") + 1]).resolve()
+seen = 0
+
+
+def arrive():
+    global seen
+    seen += 1
+    if seen == count:
+        os.kill(os.getpid(), sig)
+
+
+if moment == "step":
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    register_optimizer_step_post_hook(lambda *hook_args: arrive())
+else:
+    real_replace = os.replace
+
+    def replace(src, dst, *rest, **kwargs):
+        if Path(dst).resolve().parent == out:
+            arrive()
+        return real_replace(src, dst, *rest, **kwargs)
+
+    os.replace = replace
+sys.argv = ["scalesearch", *args]
+from scalesearch.cli import main
+
+main()
+"""
+STEPS_PER_TRIAL = 12     # tiny: 96 images in batches of 16, 2 epochs
+WRITES_BEFORE_A_ROW = 9  # config.json, then a trial's trials.csv and summary.csv (file + manifest twice each)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, finished, tiny) -> pd.DataFrame:
+    """The finished run extended to 3 trials in one go, in this process."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    shutil.copytree(finished, out)
+    ok(cli("grid", *with_option(tiny, "--max-trials", "3"), "--out", out))
+    return trial_rows(out)
+
+
+def test_kill_and_ctrl_c_at_seeded_moments_then_resume(run_copy, tiny, uninterrupted):
+    """Extend the finished run to 3 trials: SIGKILL it mid-training, SIGKILL it mid-write, then
+    Ctrl-C it, each at a seeded moment, in real processes; the installed command then finishes
+    with every trial once, never trains a finished trial again, and its numbers are those of
+    the same command run without interruption (a trial trained in another process, from the
+    start again, gives identical numbers)."""
     original = trial_rows(run_copy)
-    args = ["grid", *_with(TINY, "--max-trials", "3"), "--out", run_copy]
+    args = ["grid", *with_option(tiny, "--max-trials", "3"), "--out", run_copy]
     rng = random.Random(9)
-    for sig in (signal.SIGKILL, signal.SIGINT):
-        proc = _start(args)
-        first = proc.stdout.readline()  # the search has begun (its first line: the base's FLOPs)
-        assert "FLOPs" in first, first + proc.stderr.read()[-2000:]
-        time.sleep(rng.uniform(0.0, 2.0))
-        proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=120)
-        assert "Traceback" not in stdout + stderr, stderr[-2000:]
-        if proc.returncode == 0:  # on a fast machine the search can finish before the signal lands
-            continue
-        if sig == signal.SIGKILL:
-            assert proc.returncode == -signal.SIGKILL, (proc.returncode, stderr[-2000:])
+    moments = [("SIGKILL", "step", rng.randrange(1, STEPS_PER_TRIAL)),
+               ("SIGKILL", "write", rng.randrange(1, WRITES_BEFORE_A_ROW + 1)),
+               ("SIGINT", "step", rng.randrange(1, STEPS_PER_TRIAL))]
+    kept = original
+    for sig, moment, count in moments:
+        proc = start_process([sys.executable, "-c", _SIGNAL_AT, sig, moment, count, *args])
+        stdout, stderr = proc.communicate(timeout=300)
+        why = f"{sig} at {moment} {count}: exit {proc.returncode}, stderr {stderr[-2000:]!r}"
+        assert "Traceback" not in stdout + stderr, why
+        if sig == "SIGKILL":
+            assert proc.returncode == -signal.SIGKILL, why
         else:
-            assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+            assert proc.returncode == 130, why
             lines = [line for line in stderr.splitlines() if line.strip()]
-            assert len(lines) == 1 and lines[0].startswith("interrupted:"), stderr[-2000:]
+            assert len(lines) == 1 and lines[0].startswith("interrupted:"), why
+        if moment == "write" and sig == "SIGKILL":
+            assert list(run_copy.glob(".*.tmp")), "the kill should land between a file's write and its rename"
+        rows = trial_rows(run_copy)
+        assert 1 <= len(rows) < 3, f"the signal should land mid-search ({why})"
+        # what was finished stays finished, with the numbers it had
+        assert set(kept.index) <= set(rows.index), why
+        assert (rows.loc[kept.index, ["top1", "seconds"]].values == kept[["top1", "seconds"]].values).all(), why
+        kept = rows
     final = run_process(*args)
     assert final.returncode == 0, final.stderr[-2000:]
+    assert f"{len(kept)} finished trial(s) kept" in final.stdout, final.stdout[-2000:]
     rows = trial_rows(run_copy)
     assert len(rows) == 3 and rows.index.is_unique and set(rows.state) <= {"COMPLETE", "DIVERGED"}
-    assert (rows.loc[original.index, ["top1", "seconds"]].values == original[["top1", "seconds"]].values).all()
+    assert (rows.loc[kept.index, ["top1", "seconds"]].values == kept[["top1", "seconds"]].values).all()
     assert not list(run_copy.glob(".*.tmp"))
+    columns = ["candidate", "state", "top1", "loss", "train_loss", "flops", "params"]
+    pd.testing.assert_frame_equal(rows[columns].sort_index(), uninterrupted[columns].sort_index())
 
 
-# -- 7. two identical searches at once -------------------------------------------------------------
+# -- 7. a run held by another process -----------------------------------------------------------
 
-def test_two_identical_searches_at_once_one_runs_the_other_is_refused(run_copy):
-    args = ["grid", *_with(TINY, "--max-trials", "3"), "--out", run_copy]
-    first, second = _start(args), _start(args)
-    outputs = {p.pid: p.communicate(timeout=300) for p in (first, second)}
-    codes = {p.pid: p.returncode for p in (first, second)}
-    winners = [pid for pid, code in codes.items() if code == 0]
-    assert len(winners) == 1, (codes, {pid: err[-1500:] for pid, (_, err) in outputs.items()})
-    (loser,) = set(codes) - set(winners)
-    line = refused(subprocess.CompletedProcess([], codes[loser], *outputs[loser]), "the second search")
-    assert f"pid {winners[0]}" in line and "in use" in line, line
-    rows = trial_rows(run_copy)
-    assert len(rows) == 3 and set(rows.state) <= {"COMPLETE", "DIVERGED"}
+_HOLD = """
+import sys, time
+from scalesearch.study import RunDir
+RunDir(sys.argv[1]).create_and_lock()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("held", ["a finished run", "a new run folder"])
+def test_a_run_held_by_another_process_is_refused_untouched(run_copy, tmp_path, tiny, held):
+    """While another process holds the run folder (its lock: a search running there), the
+    same command is refused in one line naming that process, exit 2, every file as it was:
+    a resume (the finished run) and a first start (only the lock there yet) alike.  Once
+    that process is gone the command runs."""
+    out = run_copy if held == "a finished run" else tmp_path / "busy"
+    args = ["grid", *with_option(tiny, "--max-trials", "3"), "--out", out]
+    holder = start_process([sys.executable, "-c", _HOLD, out])
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()[-2000:]
+        before = snapshot(out)
+        result = cli(*args)
+        line = refused(result, f"{held}, held")
+        assert result.exit_code == 2 and f"pid {holder.pid}" in line and "in use" in line, line
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    ok(cli(*args, "--dry-run"))
 
 
 # -- 8. Ray: an address where nothing listens ---------------------------------------------------------
 
-def test_ray_address_where_nothing_listens_fails_quickly(tmp_path):
+def test_ray_address_where_nothing_listens_fails_at_the_connection(tmp_path, tiny):
+    """Refused by the first connection attempt ("connection refused"), before Ray is asked to
+    join: Ray itself would retry a dead address for ever."""
     with socket.socket() as s:  # a port that was just free: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     new = tmp_path / "new-run"
-    started = time.monotonic()
-    proc = run_process("grid", *TINY, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new,
-                       timeout=60)
-    assert time.monotonic() - started < 20
-    line = refused(proc, "unreachable Ray address")
-    assert f"127.0.0.1:{port}" in line
+    line = refused(cli("grid", *tiny, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new),
+                   "unreachable Ray address")
+    assert f"cannot reach the Ray cluster at --address '127.0.0.1:{port}' (connection refused)" in line, line
     assert not new.exists()
 
 
-def test_ray_address_where_something_else_listens_is_one_line(tmp_path):
+def test_ray_address_where_something_else_listens_is_one_line(tmp_path, tiny):
     """A port that answers but is no Ray head: Ray's own retries (a warning a second) never
-    reach the user; one line names the address, and nothing is created."""
+    reach the user; one line names the address, and nothing is created.  A real process: the
+    join timeout is read from SCALESEARCH_RAY_JOIN_TIMEOUT_S when the command starts."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     port = server.getsockname()[1]
     new = tmp_path / "new-run"
     try:
-        proc = run_process("grid", *TINY, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new,
-                           timeout=120, env={**os.environ, "SCALESEARCH_RAY_JOIN_TIMEOUT_S": "15"})
+        proc = run_process("grid", *tiny, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new,
+                           timeout=120, env={"SCALESEARCH_RAY_JOIN_TIMEOUT_S": "5"})
     finally:
         server.close()
     line = refused(proc, "a non-Ray listener")
-    assert f"127.0.0.1:{port}" in line and "no Ray head answered within 15 s" in line, line
+    assert f"127.0.0.1:{port}" in line and "no Ray head answered within 5 s" in line, line
     assert not new.exists()
 
 
 @pytest.mark.parametrize("option, value, what", [("--cpus-per-trial", "4096", "CPUs"),
                                                  ("--gpus-per-trial", "64", "GPUs")]
                          + ([] if torch.cuda.is_available() else [("--device", "cuda", "no GPU")]))
-def test_ray_resources_beyond_this_machine_refused_before_any_file(tmp_path, option, value, what):
+def test_ray_resources_beyond_this_machine_refused_before_any_file(tmp_path, tiny, option, value, what):
     new = tmp_path / "new-run"
-    args = [a for a in TINY]
+    args = list(tiny)
     i = args.index("--cpus-per-trial")
     del args[i:i + 2]
     result = cli("grid", *args, "--backend", "ray", option, value, "--out", new)
@@ -610,15 +738,15 @@ def _unwritable_folder(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["--out", "--cache-dir"])
-def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, case):
-    """A real process and a real refusal from the kernel (not a simulated one)."""
+def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, tiny, case):
+    """A real refusal from the kernel (not a simulated one)."""
     unwritable = _unwritable_folder(tmp_path)
     named = unwritable / "scalesearch-run" if case == "--out" else unwritable / "scalesearch-cache"
     out = named if case == "--out" else tmp_path / "new-run"
     fresh_cache = tmp_path / "cache"  # nothing cached: the data must be decoded and written
-    args = _with(TINY, "--cache-dir", str(named if case == "--cache-dir" else fresh_cache))
+    args = with_option(tiny, "--cache-dir", str(named if case == "--cache-dir" else fresh_cache))
     try:
-        proc = run_process("grid", *args, "--out", out)
+        proc = cli("grid", *args, "--out", out)
     finally:
         if os.geteuid() != 0:
             unwritable.chmod(0o755)
@@ -627,7 +755,7 @@ def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, case):
     assert not out.exists() and not named.exists()
 
 
-def test_read_only_finished_run_is_refused_untouched(run_copy, monkeypatch):
+def test_read_only_finished_run_is_refused_untouched(run_copy, tiny, monkeypatch):
     """A run directory this process may not write to (as root, file modes stop nothing, so the
     permission check is what is made to say no): one line naming it, every file as it was."""
     import scalesearch.study as study
@@ -641,7 +769,7 @@ def test_read_only_finished_run_is_refused_untouched(run_copy, monkeypatch):
             path.chmod(0o555 if path.is_dir() else 0o444)
     before = snapshot(run_copy)
     try:
-        line = refused(cli("grid", *TINY, "--out", run_copy), "read-only run")
+        line = refused(cli("grid", *tiny, "--out", run_copy), "read-only run")
     finally:
         run_copy.chmod(0o755)
     assert str(run_copy) in line and "not writable" in line, line
@@ -676,13 +804,13 @@ def test_plot_and_curves_refuse_a_damaged_trials_csv_and_replace_nothing(run_cop
     assert snapshot(run_copy) == before and not (tmp_path / "c.png").exists()
 
 
-def test_a_cut_row_without_the_manifest_is_never_a_result(run_copy):
+def test_a_cut_row_without_the_manifest_is_never_a_result(run_copy, tiny):
     """The tool's own advice for a damaged manifest is to move it away; a row cut short is then
     refused by name (it once read as COMPLETE and changed the ranking)."""
     _cut_row(run_copy / "trials.csv")
     (run_copy / ".checksums.json").unlink()
     before = snapshot(run_copy)
-    for args in (["grid", *TINY, "--out", run_copy], ["plot", run_copy]):
+    for args in (["grid", *tiny, "--out", run_copy], ["plot", run_copy]):
         line = refused(cli(*args), args[0])
         assert "trials.csv: the row of trial c" in line and "is incomplete (no state)" in line, line
     assert snapshot(run_copy) == before
@@ -731,10 +859,15 @@ def test_plot_export_and_curves_refuse_folders_they_cannot_write(run_copy, tmp_p
 
 
 def test_export_says_its_weights_are_untrained(run_copy, tmp_path):
-    result = cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m")
+    result = cli("export", run_copy, "--phi", "1", "--out", tmp_path / "m", "--num-classes", "7")
     assert result.exit_code == 0, result.stderr
     assert "note: model.pt is untrained" in result.stdout
     assert json.loads((tmp_path / "m" / "meta.json").read_text())["weights"].startswith("untrained")
+    from scalesearch import load_model
+
+    assert load_model(tmp_path / "m").head.fc.out_features == 7       # your data set's classes
+    assert "--num-classes must be a whole number" in refused(cli("export", run_copy, "--phi", "1", "--out",
+                                                                 tmp_path / "n", "--num-classes", "0"))
 
 
 def test_a_damaged_export_is_one_line_from_load_model(run_copy, tmp_path):
@@ -766,10 +899,10 @@ def _cifar_pickles(folder: Path, labels: list[int]) -> Path:
     return folder
 
 
-def test_out_of_range_cifar_labels_are_refused_by_the_dry_run(tmp_path):
+def test_out_of_range_cifar_labels_are_refused_by_the_dry_run(tmp_path, tiny):
     """57 in a 10-class set once passed loading and --dry-run, then killed training."""
     data = _cifar_pickles(tmp_path / "cifar", [i % 10 for i in range(19)] + [57])
-    line = refused(cli("grid", *_with(TINY, "--dataset", str(data)), "--dry-run", "--out", tmp_path / "run"),
+    line = refused(cli("grid", *with_option(tiny, "--dataset", str(data)), "--dry-run", "--out", tmp_path / "run"),
                    "label 57")
     assert f"CIFAR pickle file '{data / 'data_batch_1'}' is malformed: label 57 is outside 0..9" in line, line
     assert not (tmp_path / "run").exists()

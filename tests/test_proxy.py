@@ -138,3 +138,66 @@ def test_a_tie_is_said_in_best_json_and_on_screen(tmp_path):
     best = json.loads((result.out / "best.json").read_text())
     assert best["tie"] == [result.ties[0].runner_up] and "a tie: the best by mean is within noise" in best["tie_text"]
     assert best["verdict"]["n_val"] == 32 and best["verdict"]["binomial"] > 0.08   # 32 images: ~9 points
+
+
+# -- does the proxy rank like a bigger budget? ------------------------------------------------------
+
+def test_kendall_and_spearman_on_known_rankings():
+    from scalesearch.agreement import kendall_tau, spearman_rho
+
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0 and kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)      # one swapped pair of six
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert kendall_tau([1, 2, 3], [5, 5, 5]) is None and spearman_rho([1, 2, 3], [5, 5, 5]) is None
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))  # tau-b with a tie
+
+
+def _check(tmp_path, score, name):
+    from scalesearch.api import check_proxy
+
+    settings = build_settings({}, dict(base="resnet20-cifar", target_flops="2x", train_subset=64, val_subset=32,
+                                       step=0.1, alpha_max=1.6, beta_max=1.5, max_trials=5, order="id", seeds=2,
+                                       epochs=1.0, phi_max=1, out=str(tmp_path / name)))
+    run_grid(settings, backend=FakeBackend(score=score), progress=False, estimate=False)
+    return check_proxy(tmp_path / name, "4x", top=5, progress=False, estimate=False, backend=FakeBackend(score=score))
+
+
+def test_check_proxy_when_the_budgets_agree(tmp_path):
+    def score(trial):  # the same order at every budget, 10 points higher at 4 epochs, small seed noise
+        return 0.2 + 0.05 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
+
+    record = _check(tmp_path, score, "agree")
+    assert (record["n"], record["tau"], record["rho"]) == (4, 1.0, 1.0)      # the grid keeps 4 candidates
+    assert record["low"] > 0 and record["verdict"].startswith("the 1 epoch proxy ranks like the 4 epochs budget: "
+                                                              "tau 1.00 [")
+    check = tmp_path / "agree" / "check-proxy-4x"
+    saved = json.loads((check / "agreement.json").read_text())
+    assert saved["tau"] == 1.0 and json.loads((check / "config.json").read_text())["settings"]["train"]["epochs"] == 4
+    assert (check / "agreement.png").stat().st_size > 10_000
+    again = _check(tmp_path, score, "agree")   # resumed: nothing trained twice, the same answer
+    assert again["tau"] == record["tau"] and again["low"] == record["low"]
+
+
+def test_check_proxy_when_the_bigger_budget_reverses_the_ranking(tmp_path):
+    def score(trial):  # at 1 epoch the small candidates lead; at 4 epochs the order is reversed
+        sign = 1 if trial.recipe.epochs == 1 else -1
+        return 0.5 + sign * 0.05 * trial.candidate + 0.002 * trial.seed
+
+    record = _check(tmp_path, score, "reverse")
+    assert (record["tau"], record["rho"]) == (-1.0, -1.0) and record["high"] < 0
+    assert "ranks against the 4 epochs budget: tau -1.00" in record["verdict"]
+
+
+def test_check_proxy_refuses_what_it_cannot_answer(tmp_path):
+    from scalesearch.api import check_proxy
+    from scalesearch.errors import UserError
+
+    with pytest.raises(UserError, match="is not a scalesearch run directory"):
+        check_proxy(tmp_path, "4x")
+    _check(tmp_path, lambda t: 0.3 + 0.01 * t.candidate + 0.01 * t.recipe.epochs, "run")
+    for budget, said in (("0.5x", "must be a multiple of the run's budget above 1"), ("800M", "above 1"),
+                         ("abc", "--budget must be a ratio")):
+        with pytest.raises(UserError, match=said):
+            check_proxy(tmp_path / "run", budget)
+    with pytest.raises(UserError, match="--top must be a whole number of at least 2"):
+        check_proxy(tmp_path / "run", "4x", top=1)

@@ -1,0 +1,124 @@
+"""The recipe is data: --config, --recipe and --set reach every setting by name; the research
+flags of earlier releases still work, each with a one-line note; a run's config.json re-runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from scalesearch.cli import app
+from scalesearch.settings import (SettingsError, build_settings, load_recipe, load_settings, parse_assignments,
+                                  recipe_fields)
+
+QUICK = ["grid", "--base", "resnet20-cifar", "--dry-run", "--set", "data.train_subset=64", "--set",
+         "data.val_subset=32", "--set", "grid.step=0.25", "--no-estimate"]
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_set_parses_names_and_yaml_scalars():
+    assert parse_assignments(["train.clip_norm=0.5", "clip_norm=null", "optimizer=lars", "grid.step=0.05",
+                              "keep_maps=true", "candidates=[0, 4]", "order=spread"]) == \
+        dict(clip_norm=None, optimizer="lars", step=0.05, keep_maps=True, candidates=(0, 4), order="spread")
+
+
+@pytest.mark.parametrize("item, said", [
+    ("x", "--set 'x' must be NAME=VALUE"),
+    ("=1", "--set '=1' must be NAME=VALUE"),
+    ("grid.clip_norm=1", "unknown setting 'grid.clip_norm' (it is train.clip_norm)"),
+    ("nosuch=1", "unknown setting 'nosuch'"),
+    ("train.nosuch=1", "unknown setting 'train.nosuch'"),
+    ("train.lr={a: 1}", "the value must be a single number, word, true/false or null"),
+])
+def test_set_refuses_what_it_cannot_place(item, said):
+    with pytest.raises(SettingsError, match=None) as info:
+        parse_assignments([item])
+    assert said in str(info.value)
+
+
+def test_every_training_field_is_reachable_by_recipe_and_by_set(tmp_path):
+    values = dict(epochs=2.0, images=640, batch_size=16, lr=0.05, lr_per_256=0.2, weight_decay=1e-4,
+                  label_smoothing=0.0, warmup=0.1, clip_norm=None, optimizer="lars", trust=0.02,
+                  bn_recalibration=0, feature_norm=False, residual_init="scaled", eval_every=0)
+    assert set(values) == {f.name for f in recipe_fields()}   # a new field must be added here too
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items()))
+    by_file = build_settings(load_recipe(recipe), {"base": "resnet20-cifar"})
+    by_set = build_settings({"base": "resnet20-cifar"},
+                            assignments=parse_assignments([f"train.{k}={json.dumps(v)}" for k, v in values.items()]))
+    for settings in (by_file, by_set):
+        assert {k: getattr(settings.train, k) for k in values} == values
+
+
+def test_later_sources_win_config_then_recipe_then_flags_then_set(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("base: resnet20-cifar\ntrain: {lr: 0.1, clip_norm: 2.0, optimizer: sgd}\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 0.2\nclip_norm: 3.0\n")
+    settings = load_settings(config, {"clip_norm": 4.0}, recipe=load_recipe(recipe),
+                             assignments=parse_assignments(["train.optimizer=lars"]))
+    assert (settings.train.lr, settings.train.clip_norm, settings.train.optimizer) == (0.2, 4.0, "lars")
+
+
+def test_a_recipe_with_a_field_that_is_not_training_is_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: {lr: 0.1, step: 0.05}\n")
+    with pytest.raises(SettingsError, match=r"recipe file '.*r.yaml': unknown training setting 'step'"):
+        load_recipe(recipe)
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_recipe(tmp_path / "none.yaml")
+
+
+def test_grid_help_lists_the_flags_a_search_needs_to_start():
+    text = cli("grid", "--help").stdout
+    options = [line.split()[1] for line in text.splitlines() if line.startswith("│ --") or line.startswith("│ -")]
+    options = [o for o in options if o.startswith("--")]
+    assert len(options) <= 18, options        # 17 and --help
+    assert {"--set", "--recipe", "--config", "--base", "--target-flops", "--dataset", "--epochs", "--images",
+            "--seeds", "--max-trials", "--out", "--backend", "--address", "--device", "--dry-run"} <= set(options)
+    assert "--step" not in options and "--clip-norm" not in options
+
+
+def test_set_and_recipe_reach_config_json_and_it_reruns_the_search(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  optimizer: lars\n  residual_init: scaled\n")
+    result = cli(*QUICK, "--recipe", recipe, "--set", "train.clip_norm=null", "--set", "order=spread",
+                 "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]
+    assert (saved["train"]["optimizer"], saved["train"]["residual_init"], saved["train"]["clip_norm"],
+            saved["order"], saved["grid"]["step"], saved["data"]["train_subset"]) == \
+        ("lars", "scaled", None, "spread", 0.25, 64)
+    again = cli("grid", "--config", tmp_path / "a" / "config.json", "--dry-run", "--no-estimate",
+                "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.stderr
+    rerun = json.loads((tmp_path / "b" / "config.json").read_text())["settings"]
+    assert {**rerun, "out": None} == {**saved, "out": None}
+    assert (tmp_path / "a" / "candidates.csv").read_text() == (tmp_path / "b" / "candidates.csv").read_text()
+
+
+def test_a_moved_flag_still_works_with_a_one_line_note(tmp_path):
+    result = cli(*QUICK, "--clip-norm", "0", "--order", "spread", "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.strip()]
+    assert notes == ["note: --clip-norm is now --set train.clip_norm=0.0 (the flag works for this release)",
+                     "note: --order is now --set order=spread (the flag works for this release)"]
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]
+    assert saved["order"] == "spread" and saved["train"]["clip_norm"] is None
+    refused = cli(*QUICK, "--order", "spread", "--set", "nosuch=1", "--out", tmp_path / "b")
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines() == \
+        ["error: --set 'nosuch=1': unknown setting 'nosuch'"]        # a refusal stays one line
+
+
+def test_reproduce_takes_training_and_backend_settings_by_name(tmp_path):
+    result = cli("reproduce", "figure8", "--dry-run", "--set", "train.optimizer=sgd", "--set",
+                 "backend.cpus_per_trial=1", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["settings"]
+    assert saved["train"]["optimizer"] == "sgd" and saved["backend"]["cpus_per_trial"] == 1
+    refused = cli("reproduce", "figure8", "--dry-run", "--set", "grid.step=1", "--out", tmp_path / "s")
+    assert refused.exit_code == 2 and "reproduce takes training and backend settings" in refused.stderr

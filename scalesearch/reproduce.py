@@ -115,14 +115,9 @@ def load_experiment(source: str | Path) -> Experiment:
         if path.suffix == "" and len(path.parts) == 1:  # a name, not a path: say which names exist
             experiment_path(str(source))
         raise ExperimentError(f"experiment file '{path}' does not exist")
-    try:
-        import yaml
+    from .settings import read_data_file
 
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExperimentError(f"experiment file '{path}' is not valid YAML/JSON: {first}") from None
-    return parse_experiment(data, str(path))
+    return parse_experiment(read_data_file(path, "experiment file", ExperimentError), str(path))
 
 
 def _number(value: Any, where: str, *, positive: bool = True, at_least: float | None = None) -> float:

@@ -317,19 +317,7 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None, 
     """Settings from a YAML/JSON file (a run's config.json too), then a ``recipe`` (flat train
     fields, over the file's), then flat ``overrides``, then ``assignments`` (see build_settings)."""
     path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"config file '{path}' does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SettingsError(f"config file '{path}' is not valid YAML/JSON: {first}") from None
+    data = read_data_file(path, "config file")
     if isinstance(data, Mapping) and isinstance(data.get("settings"), Mapping):
         data = data["settings"]  # a run's config.json
     data = data if data is not None else {}
@@ -366,19 +354,28 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def read_data_file(path: Path, what: str, error: type[UserError] = SettingsError) -> Any:
+    """A YAML (or JSON, a subset) file's contents; a missing or unparsable file is one
+    ``error`` line naming ``what`` and the path."""
+    if not path.is_file():
+        raise error(f"{what} '{path}' does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"{what} '{path}' is not valid YAML/JSON: {first}") from None
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe file: the ``train:`` section of a config (or its fields alone), as
     flat train settings; anything that is not a recipe field is refused by name."""
     path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"recipe file '{path}' does not exist")
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SettingsError(f"recipe file '{path}' is not valid YAML/JSON: {first}") from None
+    data = read_data_file(path, "recipe file")
     if isinstance(data, Mapping) and set(data) == {"train"}:
         data = data["train"]
     if not isinstance(data, Mapping):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     seconds: dict[tuple[str, str], list[float]] = {(b, c): [] for b in bases for c in COUNTERS}
     identical = {name: True for name in bases}
-    for _ in range(args.rounds):
+    for round_number in range(1, args.rounds + 1):
         for name in bases:
             reference = None
             for label, counter in COUNTERS.items():
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name, label].append(elapsed)
                 reference = totals if reference is None else reference
                 identical[name] &= totals == reference
+            # Progress on stderr: a round of plain fvcore takes minutes.
+            print(f"round {round_number}/{args.rounds}, {name}: "
+                  + ", ".join(f"{seconds[name, label][-1]:.3g}s" for label in COUNTERS), file=sys.stderr, flush=True)
 
     print("\n| grid (phi = 1) | networks | counter | min s | median s | per network (median) "
           "| speed-up (min) | speed-up (median) |")

@@ -1,10 +1,20 @@
+"""Shared helpers: the command in this process (CliRunner) and in a real process, the one-line
+refusal, run-folder snapshots, and the small colour data set the search tests train on."""
+
+from __future__ import annotations
+
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+EXE = ROOT / ".venv" / "bin" / "scalesearch"
+CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "scalesearch"]
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
@@ -38,3 +48,145 @@ def make_color_folders(root: Path, per_class: int = 64, val_per_class: int = 32,
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     (root / "done").write_text("ok")
     return root
+
+
+@pytest.fixture(scope="session")
+def colours(tmp_path_factory) -> tuple[Path, Path]:
+    """The colour data set and a decoded-image cache, made once per session: (data, cache)."""
+    root = tmp_path_factory.mktemp("colours")
+    return make_color_folders(root / "data"), root / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny(colours) -> list[str]:
+    """`grid` flags of a search that trains one small candidate at 16 px in about a second."""
+    data, cache = colours
+    return ["--base", "resnet20-cifar", "--dataset", str(data), "--cache-dir", str(cache), "--resolution", "16",
+            "--train-subset", "96", "--val-subset", "48", "--epochs", "2", "--batch-size", "16", "--alpha-max",
+            "1.6", "--beta-max", "1.6", "--phi-max", "2", "--order", "id", "--max-trials", "1", "--no-estimate",
+            "--cpus-per-trial", "1"]
+
+
+def with_option(args: list[str], option: str, value: str) -> list[str]:
+    """``args`` with ``option`` set to ``value`` (replaced where it is given, else added)."""
+    args = list(args)
+    if option in args:
+        args[args.index(option) + 1] = value
+        return args
+    return args + [option, value]
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def cli(*args):
+    """The command in this process (typer's CliRunner), with a fresh process's data: no data
+    set kept in memory from an earlier command.  Returns the runner's Result (exit_code,
+    stdout, stderr, exception)."""
+    from typer.testing import CliRunner
+
+    from scalesearch.cli import app
+    from scalesearch.trial import load_dataset
+
+    load_dataset.cache_clear()
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ok(result) -> str:
+    """Assert a command (CliRunner result or CompletedProcess) succeeded; return its stdout."""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    assert code == 0, f"exit {code}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def run_process(*args, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed `scalesearch` command in a real process (for signals, locks, Ray)."""
+    return subprocess.run([*CMD, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def start_process(args: list, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real process, not waited for: ``args`` is the whole command line."""
+    return subprocess.Popen([*map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def refused(result, why: str = "") -> str:
+    """Assert the one-line refusal (CliRunner result or CompletedProcess); return the line.
+
+    Exactly one line on stderr starting with "error:", a non-zero exit, no traceback
+    anywhere, and not the catch-all for bugs ("internal error")."""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stdout, stderr = result.stdout, result.stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    context = f"{why}: exit {code}, stderr {stderr[-1500:]!r}"
+    assert code not in (0, None), context
+    assert "Traceback" not in stdout + stderr, context
+    assert len(lines) == 1 and lines[0].startswith("error:"), context
+    assert "internal error" not in lines[0], context  # a bug, not a refusal
+    exception = getattr(result, "exception", None)
+    assert exception is None or isinstance(exception, SystemExit), f"{why}: {exception!r}"
+    return lines[0]
+
+
+# -- the command's layers, each called directly -------------------------------------------------
+
+def _click_error() -> type:
+    """The usage error of typer's own click (found as the CLI finds it: typer vendors click)."""
+    import typer
+
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+CLICK_ERROR = _click_error()
+
+
+def parsed(command: str, args: list[str]) -> dict:
+    """What the command's option parser makes of ``args``: the values its function receives.
+    A value it cannot read (not a number, not a whole number, out of an IntRange) raises
+    click's usage error, which the command prints as one line (test_a_refused_grid_...)."""
+    import typer.main
+
+    from scalesearch.cli import app
+
+    command_ = typer.main.get_command(app).commands[command]
+    return command_.make_context(command, [str(a) for a in args]).params
+
+
+def grid_settings(args: list[str]):
+    """The settings `scalesearch grid ARGS` runs with, built as the command builds them: its
+    option parser, then build_settings (load_settings with --config).  The command's two checks
+    of its own (--clip-norm, --trust) run through it in tests/test_grid.py."""
+    from dataclasses import fields
+
+    from scalesearch.settings import SECTIONS, SearchSettings, build_settings, load_settings, owner_of
+
+    params = parsed("grid", args)
+    top = {f.name for f in fields(SearchSettings)} - set(SECTIONS)
+    renamed = {"depth_rounding": "depth_rule"}
+    flags = {renamed.get(k, k): v for k, v in params.items()
+             if v is not None and (owner_of(renamed.get(k, k)) is not None or renamed.get(k, k) in top)}
+    if params.get("config"):
+        return load_settings(params["config"], flags)
+    return build_settings({}, flags, source="options")
+
+
+def one_line(error: BaseException) -> str:
+    """A refusal's message, which the command prints after "error: ": one line, not a bug's."""
+    from scalesearch.errors import UserError
+
+    assert isinstance(error, UserError), repr(error)
+    message = str(error)
+    assert message and "\n" not in message, repr(message)
+    return message
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a run; the lock file only records the last holder's pid."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def trial_rows(run: Path):
+    import pandas as pd
+
+    return pd.read_csv(run / "trials.csv").set_index("trial")

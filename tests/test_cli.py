@@ -1,57 +1,55 @@
-"""The CLI through the real installed command."""
+"""The CLI's read-only commands through the command in this process, and one smoke test of the
+installed `scalesearch` entry point in a real process."""
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli, ok, refused, run_process
 
-EXE = shutil.which("scalesearch", path=str(ROOT / ".venv" / "bin")) or shutil.which("scalesearch")
-CMD = [EXE] if EXE else [sys.executable, "-m", "scalesearch"]
+GOLDEN = json.loads((ROOT / "tests" / "golden.json").read_text())
 
 
-def run(*args, ok=True):
-    proc = subprocess.run([*CMD, *args], capture_output=True, text=True, cwd=ROOT)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+def test_the_installed_entry_point_runs_and_refuses_in_one_line():
+    """The console script itself (its import, main(), exit codes): golden numbers, then a
+    refusal as one line with exit status 2."""
+    data = json.loads(ok(run_process("flops", "--base", "resnet50", "--json", timeout=120)))
+    assert data["params"] == GOLDEN["resnet50"]["params"] and data["flops"] == GOLDEN["resnet50"]["flops"]
+    proc = run_process("flops", "--base", "resnet5", timeout=120)
+    assert proc.returncode == 2 and "unknown base 'resnet5'" in refused(proc, "flops --base resnet5")
 
 
 def test_bases_lists_every_base():
-    out = run("bases").stdout
+    out = ok(cli("bases"))
     for name in ("resnet50", "mobilenetv1", "mobilenetv2", "efficientnet-b7"):
         assert name in out
 
 
 def test_flops_json_for_every_base():
-    golden = json.loads((ROOT / "tests" / "golden.json").read_text())
     for name in ("resnet50", "mobilenetv2", "efficientnet-b0", "efficientnet-b7"):
-        data = json.loads(run("flops", "--base", name, "--json").stdout)
-        assert data["params"] == golden[name]["params"] and data["flops"] == golden[name]["flops"]
+        data = json.loads(ok(cli("flops", "--base", name, "--json")))
+        assert data["params"] == GOLDEN[name]["params"] and data["flops"] == GOLDEN[name]["flops"]
         for key in ("base", "d", "w", "r", "resolution", "params", "flops", "acts", "stages"):
             assert key in data
 
 
 def test_flops_text_has_stage_table():
-    out = run("flops", "--base", "resnet50", "--w", "2").stdout
+    out = ok(cli("flops", "--base", "resnet50", "--w", "2"))
     assert "16,116,613,120" in out and "98,004,072" in out
     assert "bottleneck" in out and "stem" in out and "head" in out
 
 
 def test_family_json_and_csv():
-    rows = json.loads(run("family", "--base", "efficientnet-b0", "--alpha", "1.2", "--beta", "1.1",
-                          "--gamma", "1.15", "--phi-max", "3", "--json").stdout)
+    rows = json.loads(ok(cli("family", "--base", "efficientnet-b0", "--alpha", "1.2", "--beta", "1.1",
+                             "--gamma", "1.15", "--phi-max", "3", "--json")))
     assert [r["phi"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["flops_ratio"] == 1.0 and rows[1]["resolution"] == 258
     assert rows[1]["nominal_ratio"] == pytest.approx(1.9203, abs=1e-4)
     assert rows[1]["flops_ratio"] == pytest.approx(2.573, abs=0.01)
     for key in ("base", "d", "w", "r", "params", "flops", "nominal_ratio", "flops_ratio"):
         assert key in rows[0]
-    csv = run("family", "--base", "resnet18", "--alpha", "1.1", "--beta", "1.1", "--gamma", "1.1",
-              "--phi-max", "1", "--csv").stdout.splitlines()
+    csv = ok(cli("family", "--base", "resnet18", "--alpha", "1.1", "--beta", "1.1", "--gamma", "1.1",
+                 "--phi-max", "1", "--csv")).splitlines()
     assert csv[0].startswith("base,phi,d,w,r") and len(csv) == 3
 
 
@@ -66,17 +64,14 @@ def test_family_json_and_csv():
     (["flops", "--base", "missing.yaml"], "spec file 'missing.yaml' does not exist"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, message):
-    proc = run(*args, ok=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert message in refused(cli(*args), " ".join(args))
 
 
 def test_malformed_spec_file_names_the_field(tmp_path):
     path = tmp_path / "net.yaml"
     path.write_text((ROOT / "examples" / "vgg11.yaml").read_text().replace("layers: 1", "layers: zero"))
-    proc = run("flops", "--base", str(path), ok=False)
-    assert proc.returncode == 2 and "stages[0].layers" in proc.stderr and "Traceback" not in proc.stderr
+    result = cli("flops", "--base", str(path))
+    assert result.exit_code == 2 and "stages[0].layers" in refused(result, "a malformed spec")
 
 
 def test_a_plateau_gets_a_hint_naming_the_recipe_options_not_used(capsys):

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT
 from scalesearch.backends.fake import FakeBackend
 from scalesearch.errors import UserError
 from scalesearch.settings import SearchSettings, SettingsError, build_settings, default_of, load_settings
@@ -219,26 +215,8 @@ def test_the_lock_refuses_a_second_process(tmp_path):
     RunDir(tmp_path / "locked").create_and_lock()            # free again once released
 
 
-def test_two_identical_commands_at_once_one_is_refused(tmp_path):
-    out = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        from scalesearch.study import RunDir
-        RunDir({str(out)!r}).create_and_lock()
-        print("locked", flush=True)
-        time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        exe = ROOT / ".venv" / "bin" / "scalesearch"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "scalesearch"]
-        args = [f"--{k.replace('_', '-')}={v}" for k, v in FLAGS.items()]
-        proc = subprocess.run([*cmd, "grid", *args, "--out", str(out), "--no-estimate"], capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 2 and f"pid {holder.pid}" in proc.stderr and "Traceback" not in proc.stderr
-    finally:
-        holder.kill()
-        holder.wait()
+# The lock held by another process, through the command: tests/test_faults.py
+# (test_a_run_held_by_another_process_is_refused_untouched).
 
 
 def test_damaged_trials_csv_is_named(tmp_path):

@@ -1,9 +1,12 @@
-"""The walk-through notebook runs top to bottom (a tiny grid, the family, `reproduce figure8
---budget smoke` through the real command, the curves), so it never rots."""
+"""The walk-through notebook runs top to bottom (a tiny grid, the family, Figure 8's rows counted,
+the curves), so it never rots, and says the numbers it should."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
+import pytest
 
 from conftest import ROOT
 
@@ -14,12 +17,22 @@ def test_the_walkthrough_notebook_executes(tmp_path):
 
     nb = nbformat.read(ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
-    # the smoke reproduction wrote what the issue asks of it, through the real command
-    out = tmp_path / "runs" / "notebook-figure8"
-    table = pd.read_csv(out / "figure8.csv")
-    assert (table.kind == "summary").sum() == 18 and table.query("kind == 'trial'").top1.notna().all()
-    assert (out / "figure8.png").stat().st_size > 10_000 and (out / "figure8.svg").is_file()
-    assert (tmp_path / "runs" / "notebook-curves.png").is_file()
-    assert (tmp_path / "runs" / "notebook-grid" / "family.csv").is_file()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    # Eq. 3 at phi = 1 on B0, counted: the base's golden FLOPs and the README's 992,629,472
+    b0 = json.loads((ROOT / "tests" / "golden.json").read_text())["efficientnet-b0"]["flops"]
+    assert f"({b0:,} -> 992,629,472 FLOPs)" in printed and "formula 1.920x" in printed
+    # step 1: the one trained candidate learned; step 2: the family follows 2^phi
+    runs = tmp_path / "runs"
+    trials = pd.read_csv(runs / "notebook-grid" / "trials.csv")
+    assert len(trials) == 1 and set(trials.state) == {"COMPLETE"} and trials.top1.between(0, 1).all()
+    family = pd.read_csv(runs / "notebook-grid" / "family.csv")
+    assert list(family.phi) == [0, 1, 2, 3, 4] and family.flops.is_monotonic_increasing
+    assert list(family.target_ratio) == [2.0 ** phi for phi in range(5)]
+    # Figure 8's 18 rows counted (B0's baseline at 224 px is the paper's 0.39 GFLOPs), nothing trained
+    figure8 = pd.read_csv(runs / "notebook-figure8" / "figure8.csv").set_index("label")
+    assert len(figure8) == 18 and (figure8.flops > 0).all() and "18 rows built and counted" in printed
+    assert figure8.loc["baseline", "flops_paper_res"] == pytest.approx(0.386e9, rel=0.01)
+    assert figure8.loc["baseline", "flops_ratio"] == 1.0
+    assert (runs / "notebook-curves.png").stat().st_size > 10_000 and (runs / "notebook-curves.svg").is_file()

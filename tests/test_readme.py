@@ -3,6 +3,8 @@
 import os
 import re
 
+import pandas as pd
+
 from conftest import ROOT
 
 
@@ -19,4 +21,11 @@ def test_readme_python_snippet_runs(tmp_path):
         os.chdir(cwd)
     assert namespace["cost"].flops == 992_629_472             # the count the snippet's comment shows
     result = namespace["result"]
-    assert result.best is not None and (tmp_path / result.out / "family.csv").is_file()
+    out = tmp_path / result.out
+    assert result.best is not None and 0 < result.best["top1"] <= 1
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 1 and set(trials.state) == {"COMPLETE"} and trials.top1.between(0, 1).all()
+    family = pd.read_csv(out / "family.csv").set_index("phi")
+    assert list(family.index) == [0, 1, 2] and family.flops.is_monotonic_increasing
+    # the model the snippet builds is the family's phi = 2 member
+    assert sum(p.numel() for p in namespace["model"].parameters()) == family.loc[2, "params"]

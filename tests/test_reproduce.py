@@ -337,7 +337,37 @@ def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
     code, _, stderr = cli("curves", tmp_path / "gridA", "--out", tmp_path / "all.png")
     assert code == 2 and "exists" in stderr                           # never overwritten
 
-# `reproduce figure8 --budget smoke` through the real command runs in tests/test_notebook.py.
+def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
+    """End to end: `scalesearch reproduce --config FILE` (in this process) trains every row with
+    the Optuna backend on a tiny budget (the colour images at 16 px), and writes the table, the
+    report and the figure.  (Figure 8's and Table 3's own rows: the dry runs above.)"""
+    import yaml
+
+    from scalesearch.bases import get_base
+    from scalesearch.cost import count_cost
+
+    data, cache = colours
+    rows = [{"method": "baseline"}, {"method": "width", "w": 1.5}, {"method": "depth", "d": 2},
+            {"method": "resolution", "r": 1.5}, {"method": "compound", "phi": 1}]
+    experiment = {"name": "tiny", "budgets": {"smoke": {"resolution": 16, "train_subset": 48, "val_subset": 24,
+                                                        "epochs": 1, "batch_size": 16, "seeds": 1}},
+                  "bases": {"resnet20-cifar": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15},
+                                               "rows": rows}}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("reproduce", "--config", path, "--dataset", data, "--cache-dir", cache,
+                               "--out", out, "--no-estimate")
+    assert code == 0, stderr[-3000:]
+    assert "written to" in stdout and "Traceback" not in stdout + stderr
+    table = pd.read_csv(out / "tiny.csv")
+    summary, trials = table.query("kind == 'summary'"), table.query("kind == 'trial'")
+    assert len(summary) == len(rows) and len(trials) == len(rows)           # every row, one seed each
+    assert trials.top1.notna().all() and trials.top1.between(0, 100).all()   # per cent, as the paper gives it
+    baseline = get_base("resnet20-cifar").replace(num_classes=3, resolution=16)  # the colours' 3 classes
+    assert summary.set_index("label").loc["baseline", "flops"] == count_cost(baseline).flops
+    assert (summary.flops_ratio.iloc[1:] > 1).all()
+    assert (out / "tiny.md").is_file() and (out / "tiny.png").stat().st_size > 10_000 and (out / "tiny.svg").is_file()
 
 
 def test_a_panel_with_nothing_trained_is_drawn_without_a_warning(tmp_path):

@@ -17,6 +17,11 @@ EXE = ROOT / ".venv" / "bin" / "scalesearch"
 CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "scalesearch"]
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# Training threads sleep rather than spin at OpenMP barriers (set before torch is imported, and
+# inherited by every process the tests start).  On a machine shared with one busy process a
+# spinning thread waits for one that is descheduled: a 2-thread trial ran 6x slower.  The work is
+# split the same way, so every number is the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ GOLDEN = json.loads((ROOT / "tests" / "golden.json").read_text())
 def test_the_installed_entry_point_runs_and_refuses_in_one_line():
     """The console script itself (its import, main(), exit codes): golden numbers, then a
     refusal as one line with exit status 2."""
-    data = json.loads(ok(run_process("flops", "--base", "resnet50", "--json", timeout=120)))
+    data = json.loads(ok(run_process("flops", "--base", "resnet50", "--json")))
     assert data["params"] == GOLDEN["resnet50"]["params"] and data["flops"] == GOLDEN["resnet50"]["flops"]
-    proc = run_process("flops", "--base", "resnet5", timeout=120)
+    proc = run_process("flops", "--base", "resnet5")
     assert proc.returncode == 2 and "unknown base 'resnet5'" in refused(proc, "flops --base resnet5")
 
 

@@ -696,7 +696,7 @@ def test_ray_address_where_something_else_listens_is_one_line(tmp_path, tiny):
     new = tmp_path / "new-run"
     try:
         proc = run_process("grid", *tiny, "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", new,
-                           timeout=120, env={"SCALESEARCH_RAY_JOIN_TIMEOUT_S": "5"})
+                           env={"SCALESEARCH_RAY_JOIN_TIMEOUT_S": "5"})
     finally:
         server.close()
     line = refused(proc, "a non-Ray listener")

@@ -3,17 +3,15 @@ run on the study machinery (resume, seeds, coefficients from a grid), the output
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, snapshot as digest
+from conftest import cli as command
 from scalesearch.backends.fake import FakeBackend
-from scalesearch.cli import app
 from scalesearch.errors import UserError
 from scalesearch.reproduce import (MATCH_TOLERANCE, ExperimentError, load_experiment, make_settings,
                                    parse_experiment, reproduce)
@@ -47,11 +45,6 @@ def run(tmp_path, name="out", backend=None, **options):
     settings = make_settings(tiny_file(tmp_path), "smoke", out=str(tmp_path / name), **options)
     backend = backend or FakeBackend()
     return reproduce(settings, backend=backend, progress=False, estimate=False), backend
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 # -- experiment files --------------------------------------------------------------------------
@@ -228,7 +221,7 @@ def test_a_run_from_before_a_recipe_field_existed_still_resumes(tmp_path):
 # -- the command line --------------------------------------------------------------------------
 
 def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    result = command(*args)
     return result.exit_code, result.stdout, result.stderr
 
 

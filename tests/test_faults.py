@@ -459,17 +459,15 @@ def test_what_a_refusal_says_to_do_works(run_copy, tiny, tmp_path, name):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "emptied", "garbled"])
-def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tiny, colours, tmp_path, caplog, damage):
+def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, caplog, damage):
     """A cache is the tool's own: rebuilt with one warning line naming it, the run resumed."""
     import logging
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    data, cached = colours
-    for path in cached.glob(f"{data.name}-*.pt"):  # the entry of the finished run's data
-        shutil.copy(path, cache / path.name)
-        DAMAGES[damage](cache / path.name)
-    assert list(cache.glob("*.pt"))
+    cache = tmp_path / "cache"  # the finished run's data, and only that, cached here
+    ok(cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--dry-run", "--out", tmp_path / "dry"))
+    entries = list(cache.glob("*.pt"))
+    assert len(entries) == 1
+    DAMAGES[damage](entries[0])
     original = trial_rows(run_copy)
     with caplog.at_level(logging.WARNING, logger="scalesearch"):
         result = cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--out", run_copy)

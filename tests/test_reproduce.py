@@ -339,7 +339,8 @@ def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
     from scalesearch.bases import get_base
     from scalesearch.cost import count_cost
 
-    data, cache = colours
+    data, _ = colours
+    cache = tmp_path / "cache"  # not the tiny search's: tests/test_faults.py damages what that one holds
     rows = [{"method": "baseline"}, {"method": "width", "w": 1.5}, {"method": "depth", "d": 2},
             {"method": "resolution", "r": 1.5}, {"method": "compound", "phi": 1}]
     experiment = {"name": "tiny", "budgets": {"smoke": {"resolution": 16, "train_subset": 48, "val_subset": 24,

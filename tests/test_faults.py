@@ -109,6 +109,11 @@ def test_sizes_that_cannot_be_built_are_refused_before_any_part_is_built(monkeyp
     assert any(word in message for word in ("at most", "GiB", "limit")), message
 
 
+def test_a_size_that_cannot_be_built_through_the_command():
+    line = refused(cli("flops", "--base", "resnet50", "--r", "40"), "flops --r 40")
+    assert "GiB at batch size 1 (limit" in line, line
+
+
 @pytest.mark.parametrize("field, value", [("out_channels: 64", "out_channels: 1000000000"),
                                           ("resolution: 224", "resolution: 100000"),
                                           ("layers: 2", "layers: 100000")])
@@ -579,7 +584,6 @@ from scalesearch.cli import main
 
 main()
 """
-STEPS_PER_TRIAL = 12     # tiny: 96 images in batches of 16, 2 epochs
 WRITES_BEFORE_A_ROW = 9  # config.json, then a trial's trials.csv and summary.csv (file + manifest twice each)
 
 
@@ -598,12 +602,16 @@ def test_kill_and_ctrl_c_at_seeded_moments_then_resume(run_copy, tiny, uninterru
     with every trial once, never trains a finished trial again, and its numbers are those of
     the same command run without interruption (a trial trained in another process, from the
     start again, gives identical numbers)."""
+    from scalesearch.train import planned_steps
+
     original = trial_rows(run_copy)
     args = ["grid", *with_option(tiny, "--max-trials", "3"), "--out", run_copy]
+    tiny_settings = grid_settings(args[1:])
+    steps_per_trial, _ = planned_steps(tiny_settings.train, tiny_settings.data.train_subset)
     rng = random.Random(9)
-    moments = [("SIGKILL", "step", rng.randrange(1, STEPS_PER_TRIAL)),
+    moments = [("SIGKILL", "step", rng.randrange(1, steps_per_trial)),          # inside the first trial it trains
                ("SIGKILL", "write", rng.randrange(1, WRITES_BEFORE_A_ROW + 1)),
-               ("SIGINT", "step", rng.randrange(1, STEPS_PER_TRIAL))]
+               ("SIGINT", "step", rng.randrange(1, steps_per_trial))]
     kept = original
     for sig, moment, count in moments:
         proc = start_process([sys.executable, "-c", _SIGNAL_AT, sig, moment, count, *args])

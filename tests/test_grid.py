@@ -25,8 +25,7 @@ TRIAL_COLUMNS = ["candidate", "alpha", "beta", "gamma", "d", "w", "r", "resoluti
 @pytest.fixture(scope="module")
 def proxy(colours, tmp_path_factory) -> list[str]:
     """A proxy budget: resnet20-cifar at 32px on a few hundred images of a task it learns in two
-    epochs, one thread per trial (its own cache folder: tests/test_faults.py damages copies of
-    the tiny one's)."""
+    epochs, one thread per trial."""
     data, _ = colours
     return ["--dataset", str(data), "--cache-dir", str(tmp_path_factory.mktemp("cache")), "--base",
             "resnet20-cifar", "--target-flops", "2x", "--train-subset", "128", "--val-subset", "64", "--epochs", "2",

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 from .bases import base_names, get_base
 from .errors import UserError
 from .formatting import human, table
-from .interrupts import raise_pending_interrupt, redeliver_interrupts
+from .interrupts import acknowledge_interrupt, raise_pending_interrupt, redeliver_interrupts
 
 
 class _OneLineErrors(TyperGroup):
@@ -57,6 +57,7 @@ def user_errors() -> Iterator[None]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
+        acknowledge_interrupt()
         typer.echo("interrupted: finished trials are saved; re-run the same command to resume", err=True)
         raise typer.Exit(130) from None
     except MemoryError:

@@ -13,7 +13,7 @@ import time
 
 
 class _InterruptRedelivery:
-    """A Ctrl-C that Python dropped, handed back to the main thread exactly once.
+    """A Ctrl-C that Python dropped, handed back to the main thread until it is caught.
 
     Python raises KeyboardInterrupt wherever the main thread is when the signal lands.  If
     that is a callback Python cannot raise from (a weakref's, during garbage collection),
@@ -22,44 +22,58 @@ class _InterruptRedelivery:
     ``sys.unraisablehook``) prints nothing for it and marks it pending; it is raised again
     in the main thread by whichever comes first:
 
-    * a helper thread that calls ``_thread.interrupt_main`` a moment after the hook has
-      returned (raised inside the hook, it would be dropped again), whenever the scheduler
-      runs it: there is no deadline to miss;
+    * a helper thread that calls ``_thread.interrupt_main`` once the hook has returned
+      (raised inside the hook it would be dropped again, for good: so the thread waits
+      for the hook to finish, however late the scheduler runs either of them);
     * ``raise_pending``, called by the main thread at safe points (after each trial, and
       when a command ends), which needs no other thread at all.
 
-    A lock makes the two exclusive, so one dropped Ctrl-C is raised once.
+    A delivered interrupt stays outstanding until ``acknowledge`` (the command caught it):
+    should it still be lost on the way, the next checkpoint raises it.  A lock keeps the
+    states consistent, so one dropped Ctrl-C is raised once.
     """
 
     def __init__(self, default_hook) -> None:  # noqa: ANN001
         self.default_hook = default_hook
         self.lock = threading.Lock()
-        self.pending = False
+        self.pending = False       # dropped, not yet handed back
+        self.outstanding = False   # handed back by the thread, not yet caught
+        self.in_hook = False
         self.thread: threading.Thread | None = None  # the last delivery thread (tests join it)
 
     def hook(self, unraisable) -> None:  # noqa: ANN001
         if not issubclass(unraisable.exc_type, KeyboardInterrupt):
             self.default_hook(unraisable)
             return
-        with self.lock:
-            self.pending = True
-        self.thread = threading.Thread(target=self._deliver, name="scalesearch-interrupt", daemon=True)
-        self.thread.start()
+        self.in_hook = True
+        try:
+            with self.lock:
+                self.pending = True
+            self.thread = threading.Thread(target=self._deliver, name="scalesearch-interrupt", daemon=True)
+            self.thread.start()
+        finally:
+            self.in_hook = False
 
     def _deliver(self) -> None:
-        time.sleep(0.01)  # let the hook return first; a later start only delays delivery
+        while self.in_hook:  # the main thread is still in the hook: an interrupt there is lost
+            time.sleep(0.001)
+        time.sleep(0.001)
         with self.lock:
             if not self.pending:
                 return  # raise_pending got there first
-            self.pending = False
+            self.pending, self.outstanding = False, True
         _thread.interrupt_main()
 
     def raise_pending(self) -> None:
         with self.lock:
-            if not self.pending:
+            if not (self.pending or self.outstanding):
                 return
-            self.pending = False
+            self.pending = self.outstanding = False
         raise KeyboardInterrupt
+
+    def acknowledge(self) -> None:
+        with self.lock:
+            self.pending = self.outstanding = False
 
 
 _REDELIVERY: _InterruptRedelivery | None = None
@@ -78,3 +92,10 @@ def raise_pending_interrupt() -> None:
     delivered: a checkpoint for the main thread that does not depend on thread scheduling."""
     if _REDELIVERY is not None:
         _REDELIVERY.raise_pending()
+
+
+def acknowledge_interrupt() -> None:
+    """The command caught a KeyboardInterrupt: nothing dropped is left to raise again."""
+    if _REDELIVERY is not None:
+        _REDELIVERY.acknowledge()
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,11 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 # spinning thread waits for one that is descheduled: a 2-thread trial ran 6x slower.  The work is
 # split the same way, so every number is the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# A launcher that starts the suite in the background (`nohup ... &`) leaves SIGINT ignored, and
+# the processes the tests start inherit that: their Ctrl-C (and _thread.interrupt_main) would do
+# nothing.  Restored here, the children start with the default and install Python's handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

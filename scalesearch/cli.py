@@ -252,7 +252,7 @@ MOVED = {"max_params": ("--max-params", "grid.max_params"), "max_acts": ("--max-
          "gpus_per_trial": ("--gpus-per-trial", "backend.gpus_per_trial")}
 
 
-def _moved(name: str, text: str, kind: type = str):  # noqa: ANN202 - a typer OptionInfo
+def _moved(name: str, text: str):  # noqa: ANN202 - a typer OptionInfo
     flag, path = MOVED[name]
     return typer.Option(None, flag, hidden=True, help=f"{text} (moved: --set {path}=VALUE)")
 

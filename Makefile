@@ -23,19 +23,25 @@ install: | $(BIN)/python
 	$(MAKE) $(STAMP) TORCH="$(TORCH)"
 
 # The main job on the built-in synthetic data: a phi = 1 search for ResNet-20 (CIFAR-style,
-# 32px), 3 candidates (the grid's depth-, width- and resolution-heavy corners: order=spread)
-# x 2 seeds short-trained on 2 CPU cores, then the ranking, family and plots.
+# 32px) by successive halving: all 6 kept candidates x 2 seeds short-trained on 2 CPU cores,
+# the top third again at three times the budget, then the ranking, the rank agreement of the two
+# budgets, the family and the plots.
 demo: $(STAMP)
 	$(BIN)/scalesearch grid --base resnet20-cifar --target-flops 2x --dataset synthetic \
-	    --epochs 4 --max-trials 3 --seeds 2 --set data.train_subset=1500 --set data.val_subset=500 \
+	    --epochs 4 --max-trials 6 --seeds 2 --fidelity halving --set eta=3 --set rungs=2 \
+	    --set data.train_subset=1500 --set data.val_subset=500 \
 	    --set grid.step=0.05 --set grid.alpha_max=2 --set grid.beta_max=1.45 --set order=spread --set phi_max=6 \
 	    --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Benchmarks, each a script printing its tables with ratios measured side by side
+# (docs/performance.md): the step's forms, the trainer against a hand-written loop, FLOPs counting.
 bench: $(STAMP)
-	$(BIN)/python experiments/bench_flops.py
+	$(BIN)/python experiments/bench/step_forms.py
+	$(BIN)/python experiments/bench/trainer_vs_loop.py
+	$(BIN)/python experiments/bench/flops.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

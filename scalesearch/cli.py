@@ -232,6 +232,7 @@ DEVICE_OPTION = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N]
 BACKEND_OPTION = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune); one trial per candidate (or row) and seed.", "backend"))
 ADDRESS_OPTION = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray; docs/ray.md).")
 KEEP_MAPS_OPTION = typer.Option(None, "--keep-maps/--native-strides", help="Remove the proxy's earliest stride-2 steps until its last feature map is as large as at the base's native resolution (docs/method.md); the family stays the native base's.")
+PRECISION_OPTION = typer.Option(None, "--precision", help="The training step's precision: auto (the measured fastest form per network and device, docs/performance.md), fp32 or bf16.")
 NO_ESTIMATE_OPTION = typer.Option(False, "--no-estimate", hidden=True, help="Skip timing a few steps to estimate the training time.")
 
 # Research knobs that moved into the recipe file / --set: still accepted for one release, each with a
@@ -278,6 +279,8 @@ def grid(
     keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
+    fidelity: Optional[str] = typer.Option(None, "--fidelity", help="full: every candidate at the budget; halving: successive halving, the top 1/eta of each rung trained at eta times its budget (--set eta=3 --set rungs=3)."),
+    precision: Optional[str] = PRECISION_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
@@ -320,8 +323,8 @@ def grid(
     from .settings import build_settings, load_recipe, load_settings, parse_assignments
 
     flags = dict(base=base, target_flops=target_flops, resolution=resolution, keep_maps=keep_maps,
-                 dataset=dataset, epochs=epochs, images=images, seeds=seeds, max_trials=max_trials,
-                 backend=backend, address=address, device=device, out=out)
+                 dataset=dataset, epochs=epochs, images=images, fidelity=fidelity, precision=precision, seeds=seeds,
+                 max_trials=max_trials, backend=backend, address=address, device=device, out=out)
     moved = dict(max_params=max_params, max_acts=max_acts, alpha_max=alpha_max, beta_max=beta_max, step=step,
                  tolerance=tolerance, nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding,
                  train_subset=train_subset, val_subset=val_subset, cache_dir=cache_dir, batch_size=batch_size,
@@ -385,6 +388,8 @@ class _GridPrinter:
             eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
             typer.echo(f"training {event.candidates} candidate(s) x {event.seeds} seed(s) = {event.trials} trials "
                        f"({event.todo} to train), {event.images_per_trial:,} images each{eta}")
+            if event.halving:
+                typer.echo(event.halving)
         elif isinstance(event, StudyStarted) and event.finished:
             typer.echo(f"resuming: {event.finished} finished trial(s) kept, {event.todo} to train")
         elif isinstance(event, TrialFinished) and not sys.stdout.isatty():
@@ -421,18 +426,25 @@ def _summary(result, recipe) -> None:  # noqa: ANN001 - GridResult, TrainConfig
         row["note"] = ("DIVERGED" if s.diverged else "pruned" if s.pruned else "") + (
             " <- best" if s.candidate == best["candidate"] else "")
         rows.append(row)
-    typer.echo("ranking by mean top-1 over seeds (%):")
+    rungs = [("rung", ""), ("budget", ",")] if result.rungs else []
+    typer.echo("ranking by mean top-1 over seeds (%)" + (", the top rung first:" if result.rungs else ":"))
     typer.echo(table(rows, [("candidate", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
-                            ("flops_ratio", ".3f"), "n", "top1", "note"]))
+                            ("flops_ratio", ".3f"), *rungs, "n", "top1", "note"]))
+    for rung in result.rungs:
+        if rung.kept:
+            typer.echo(f"rung {rung.rung} ({rung.candidates} candidates at {rung.images:,} images) sent up "
+                       f"{', '.join(map(str, rung.kept))}")
+    for found in result.agreements:
+        typer.echo(f"rank agreement, rung {found['rung']} -> {found['next_rung']}: {found['verdict']}")
     diverged = [r for r in result.rows if r.state == "DIVERGED"]
     for r in diverged:
         typer.echo(f"DIVERGED: trial {r.trial} ({r.diverged}); never ranked")
     _plateau_hint(diverged, recipe)
     if result.verdict is not None:
-        from .study import compare
+        from .study import comparable, compare
 
         typer.echo(result.verdict.text)
-        ranked = [s for s in result.summaries if s.ranked]
+        ranked = comparable(result.summaries)  # the best's rung only: one budget
         if len(ranked) > 2:
             typer.echo(compare(ranked[0], ranked[-1], "worst", n_val=result.n_val).text)
     if result.ties:
@@ -501,6 +513,7 @@ def reproduce(
     assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training or backend setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 (the rest is the experiment file's)."),
     dataset: Optional[str] = DATASET_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
+    precision: Optional[str] = PRECISION_OPTION,
     keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
@@ -527,7 +540,8 @@ def reproduce(
         if experiment is not None and config is not None:
             raise ExperimentError(f"give either the experiment name '{experiment}' or --config, not both")
         train = load_recipe(recipe) if recipe else {}
-        train.update({k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None})
+        train.update({k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init),
+                                        ("precision", precision)) if v is not None})
         backend_flags = dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
         for name, value in parse_assignments(assignments or []).items():
             section = owner_of(name)

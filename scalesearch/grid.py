@@ -62,6 +62,7 @@ class Planned:
     todo: int
     images_per_trial: int
     seconds: float | None
+    halving: str = ""             # under --fidelity halving: what each rung will train (halving.plan_text)
 
 
 @dataclass
@@ -79,6 +80,8 @@ class GridResult:
     skipped: int = 0
     n_val: int | None = None          # held-out images each trial is scored on (the binomial error's n)
     ties: list[Verdict] = field(default_factory=list)  # ranked candidates within noise of the best
+    rungs: list[Any] = field(default_factory=list)       # halving.Rung per rung trained (halving only)
+    agreements: list[dict[str, Any]] = field(default_factory=list)  # rank agreement of each two rungs
 
 
 def default_out(base: str) -> Path:
@@ -175,8 +178,16 @@ def spread_order(kept: list[Candidate]) -> list[Candidate]:
     return [kept[i] for i in ordered]
 
 
-def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSettings) -> list[TrialSpec]:
-    """The study: each chosen candidate's scaled spec x ``seeds`` seeds (seed, seed + 1, ...)."""
+def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSettings,
+                n_train: int | None = None) -> list[TrialSpec]:
+    """The study: each chosen candidate's scaled spec x ``seeds`` seeds (seed, seed + 1, ...);
+    with ``n_train`` each trial knows its budget in training images."""
+    images = None
+    if n_train is not None:
+        from .train import planned_steps
+
+        steps, batch = planned_steps(settings.train, n_train)
+        images = steps * batch
     trials = []
     for c in chosen:
         spec = c.spec(base, settings.rounding)
@@ -186,7 +197,7 @@ def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSett
         for k in range(settings.seeds):
             trials.append(TrialSpec(candidate=c.id, seed=settings.seed + k, spec=spec, recipe=settings.train,
                                     alpha=c.alpha, beta=c.beta, gamma=c.gamma, params=c.params, flops=c.flops,
-                                    flops_ratio=c.flops_ratio, acts=c.acts))
+                                    flops_ratio=c.flops_ratio, acts=c.acts, images=images))
     return trials
 
 
@@ -238,7 +249,7 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
                         f"alpha={closest.alpha:g} beta={closest.beta:g} at {closest.flops_ratio:.2f}x); widen "
                         f"--tolerance, --alpha-max or --beta-max, or lower --step")
     chosen = choose(kept, settings, target / base_cost.flops)  # a bad --candidates id is named before any file
-    trials = make_trials(base, chosen, settings)
+    trials = make_trials(base, chosen, settings, dataset.n_train)
     run.create_and_lock()
     try:
         finished = {}
@@ -314,19 +325,31 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
         from .trial import estimate_seconds
 
         seconds = estimate_seconds(todo, context, settings.seed)
-    from .train import planned_steps
+    from . import halving
 
-    steps, batch = planned_steps(settings.train, dataset.n_train)
+    images = [halving.rung_images(settings, k, dataset.n_train)  # per trial, at each rung
+              for k in range(settings.rungs if settings.fidelity == "halving" else 1)]
+    rungs = halving.plan(len(chosen), settings.seeds, images, settings.eta)
+    if seconds is not None and settings.fidelity == "halving":  # the later rungs, at rung 0's cost per image
+        seconds *= sum(r.training_images for r in rungs) / rungs[0].training_images
     emit(Planned(candidates=len(chosen), seeds=settings.seeds, trials=len(trials), todo=len(todo),
-                 images_per_trial=steps * batch, seconds=seconds))
+                 images_per_trial=images[0], seconds=seconds,
+                 halving=halving.plan_text(rungs, settings.eta) if settings.fidelity == "halving" else ""))
     started = time.time()
 
-    def on_study_event(event: Any) -> None:
-        emit(event)
-        if isinstance(event, TrialFinished):
-            _write_ranking(run, summarize(event.rows), settings, n_val=dataset.n_val)
+    def study(rung_trials: list[TrialSpec], below: list[TrialRow]) -> list[TrialRow]:
+        def on_study_event(event: Any) -> None:
+            emit(event)
+            if isinstance(event, TrialFinished):
+                _write_ranking(run, summarize(below + event.rows), settings, n_val=dataset.n_val)
 
-    result.rows = run_study(trials, run, backend, context, on_study_event)
+        return run_study(rung_trials, run, backend, context, on_study_event)
+
+    if settings.fidelity == "halving":
+        result.rows, result.rungs = halving.run_rungs(trials, images, settings.eta, study)
+        result.agreements = halving.rung_agreements(result.rows, result.rungs, settings.seed)
+    else:
+        result.rows = study(trials, [])
     result.summaries = summarize(result.rows)
     ranked = [s for s in result.summaries if s.ranked]
     if not ranked:
@@ -336,7 +359,8 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     result.n_val = dataset.n_val
     result.verdict = verdict(result.summaries, dataset.n_val)
     result.ties = ties(result.summaries, dataset.n_val)
-    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started, n_val=dataset.n_val)
+    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started, n_val=dataset.n_val,
+                                 rungs=result.rungs, agreements=result.agreements)
     best = result.best
     # The trials are done and saved: a family member too large to build ends the family
     # there (said on screen) rather than failing the search.
@@ -349,12 +373,15 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
                            target=target_ratio, tolerance=settings.grid.tolerance)
     run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
+    result.files += halving.draw_rungs(run.path, result.agreements)
     return result
 
 
 def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettings,
-                   seconds: float | None = None, n_val: int | None = None) -> dict[str, Any] | None:
-    """summary.csv and best.json as they stand (rewritten after every trial)."""
+                   seconds: float | None = None, n_val: int | None = None, rungs: list[Any] = (),
+                   agreements: list[dict[str, Any]] = ()) -> dict[str, Any] | None:
+    """summary.csv and best.json as they stand (rewritten after every trial); under halving,
+    best.json also holds the rungs and the rank agreement of each two."""
     run.write_run_csv(SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
     ranked = [s for s in summaries if s.ranked]
     if not ranked:
@@ -374,6 +401,10 @@ def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettin
     record["tie"] = [v.runner_up for v in tied]
     if tied:
         record["tie_text"] = tie_text(tied)
+    if rungs:
+        record["rungs"] = [dict(rung=r.rung, images=r.images, candidates=r.candidates, seeds=r.seeds,
+                                promoted=list(r.kept)) for r in rungs]
+        record["rank_agreement"] = list(agreements)
     if seconds is not None:
         record["search_seconds"] = seconds
     run.write_run_json(BEST, record)
@@ -389,13 +420,13 @@ def tie_text(tied: list[Verdict]) -> str:
 
 def check_same_search(run: RunDir, settings: SearchSettings) -> None:
     """Refuse a run directory that holds a different search (settings that change results)."""
-    from .settings import SettingsError, build_settings
+    from .settings import SettingsError, build_settings, saved
 
     previous = run.read_config().get("settings")
     if not isinstance(previous, dict):
         raise UserError(f"--out '{run.path}' has a {CONFIG} without settings; choose another --out")
     try:
-        theirs = build_settings(previous, source=str(run / CONFIG)).identity()
+        theirs = build_settings(saved(previous), source=str(run / CONFIG)).identity()
     except SettingsError:
         theirs = {}
     ours = settings.identity()

@@ -66,9 +66,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         raise UserError(f"'{run.path}' has no completed trial to plot yet")
     run.check_writable("the plots")
     candidates = read_csv(run / CANDIDATES)
-    best = max(trials, key=lambda r: r["top1"])
+    best = trials[0]  # summaries rank the top rung first (halving), then by mean top-1
     config = flatten(recorded.get("settings") or {})
     title = f"{config.get('base', '')} at phi = 1, target {config.get('target_flops', '')} FLOPs, {config.get('dataset', '')}"
+    budgets = {r["rung"]: r["budget"] for r in trials if r.get("rung")}
+    if budgets:  # successive halving: points at different budgets, each candidate at its highest rung
+        budgets[0] = next((r["budget"] for r in trials if not r.get("rung")), None)
+        title += "\neach candidate at its highest halving rung (" + ", ".join(
+            f"r{k}: {b:,} images" for k, b in sorted(budgets.items()) if b) + ")"
     written = []
 
     # 1. top-1 against measured FLOPs.
@@ -83,6 +88,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                edgecolor="k", linewidth=0.4)
     for name, colour in zip(("depth-heavy", "width-heavy", "resolution-heavy"), GROWTH_COLOURS):
         ax.scatter([], [], color=colour, label=name, s=36, edgecolor="k", linewidth=0.4)  # legend entries
+    if budgets:
+        for r, x, y in zip(trials, flops, top1):
+            ax.annotate(f"r{r['rung']}", (x, y), textcoords="offset points", xytext=(6, -3), fontsize=7)
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")

@@ -723,9 +723,10 @@ def _check_same(run: RunDir, settings: ReproduceSettings) -> None:
     theirs.setdefault("keep_maps", False)  # written before the field existed
     ours = json.loads(json.dumps(settings.identity(), default=str))
     if isinstance(theirs.get("train"), dict):  # a recipe field added since that run holds its default
-        from .settings import recipe_fields
+        from .settings import BEFORE_FIELDS, recipe_fields
 
-        defaults = json.loads(json.dumps({f.name: f.default for f in recipe_fields()}, default=str))
+        defaults = json.loads(json.dumps({f.name: BEFORE_FIELDS.get(f.name, f.default) for f in recipe_fields()},
+                                         default=str))
         theirs["train"] = {**{k: v for k, v in defaults.items() if k in ours["train"]}, **theirs["train"]}
     diff = [k for k in ours if ours[k] != theirs.get(k)]
     if diff:

@@ -33,9 +33,23 @@ BACKENDS = ("optuna", "ray")
 MAX_EPOCHS = 10_000       # per trial
 MAX_IMAGES = 10**12       # per trial
 ORDERS = ("random", "nearest", "spread", "id")
+FIDELITIES = ("full", "halving")
 PHI_MAX_LIMIT = 20        # the largest phi a family extrapolates to
 # TrainConfig fields that a trial sets itself (one seed per trial, the device and threads it runs on).
 PER_TRIAL = ("seed", "device", "threads")
+# Recipe fields added after runs were first written whose default differs from what those runs
+# did: a saved recipe without the field is read with this value (``saved``).  Before
+# ``precision`` a CPU step was always fp32 (and its layout what "auto" still picks for fp32).
+BEFORE_FIELDS = {"precision": "fp32"}
+
+
+def saved(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's saved settings (config.json's "settings") as they were meant: a train section
+    written before a field of ``BEFORE_FIELDS`` existed gets that field's old value."""
+    data = dict(data)
+    if isinstance(data.get("train"), Mapping):
+        data["train"] = {**BEFORE_FIELDS, **data["train"]}
+    return data
 
 
 class SettingsError(UserError):
@@ -141,6 +155,9 @@ class SearchSettings:
     candidates: tuple[int, ...] | None = None  # train exactly these candidate ids
     order: str = "random"             # which kept candidates come first: random (seeded), nearest, spread, id
     phi_max: int = 7                  # extrapolate the family to this phi
+    fidelity: str = "full"            # full: every candidate at the budget; halving: successive halving
+    eta: int = 3                      # halving: each rung keeps the top 1/eta at eta times the budget
+    rungs: int = 3                    # halving: budgets b, eta b, ..., eta^(rungs-1) b
     out: str | None = None            # run directory
     grid: GridSpec = field(default_factory=GridSpec)
     rounding: Rounding = field(default_factory=Rounding)
@@ -149,7 +166,8 @@ class SearchSettings:
     backend: BackendSettings = field(default_factory=BackendSettings)
 
     # Settings that do not change what a trial computes: a run resumes under other values.
-    RUNTIME = ("max_trials", "candidates", "order", "seeds", "out", "backend", "cache_dir")
+    # (A halving run's rung 0 is the full run's study, and more rungs extend it.)
+    RUNTIME = ("max_trials", "candidates", "order", "seeds", "out", "backend", "cache_dir", "fidelity", "rungs")
 
     def __post_init__(self) -> None:
         _check(isinstance(self.base, str) and self.base.strip() != "", "base", self.base,
@@ -168,6 +186,9 @@ class SearchSettings:
         _check(self.order in ORDERS, "order", self.order, f"must be one of {', '.join(ORDERS)}")
         _check(_is_int(self.phi_max) and 0 <= self.phi_max <= PHI_MAX_LIMIT, "phi_max", self.phi_max,
                f"must be an integer from 0 to {PHI_MAX_LIMIT}")
+        _check(self.fidelity in FIDELITIES, "fidelity", self.fidelity, f"must be one of {', '.join(FIDELITIES)}")
+        _check(_is_int(self.eta) and 2 <= self.eta <= 10, "eta", self.eta, "must be an integer from 2 to 10")
+        _check(_is_int(self.rungs) and 1 <= self.rungs <= 6, "rungs", self.rungs, "must be an integer from 1 to 6")
         # A short-training budget past these is a typo that would run for days, not a search.
         epochs, images = getattr(self.train, "epochs", None), getattr(self.train, "images", None)
         _check(not _is_number(epochs) or epochs <= MAX_EPOCHS, "epochs", epochs,
@@ -319,7 +340,7 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None, 
     path = Path(path)
     data = read_data_file(path, "config file")
     if isinstance(data, Mapping) and isinstance(data.get("settings"), Mapping):
-        data = data["settings"]  # a run's config.json
+        data = saved(data["settings"])  # a run's config.json
     data = data if data is not None else {}
     if recipe and isinstance(data, Mapping):
         data = {**data, **recipe}  # flat train fields, read after the file's own train section

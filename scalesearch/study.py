@@ -46,8 +46,9 @@ COMPLETE, PRUNED, DIVERGED, FAIL = "COMPLETE", "PRUNED", "DIVERGED", "FAIL"
 FINISHED = (COMPLETE, PRUNED, DIVERGED)  # a FAIL is tried again on the next run
 
 
-def trial_id(candidate: int, seed: int) -> str:
-    return f"c{candidate}-s{seed}"
+def trial_id(candidate: int, seed: int, rung: int = 0) -> str:
+    """"c7-s1": candidate 7, seed 1; a successive-halving rung above 0 adds "-r2"."""
+    return f"c{candidate}-s{seed}" + (f"-r{rung}" if rung else "")
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,12 @@ class TrialSpec:
     flops: int = 0
     flops_ratio: float = 1.0
     acts: int = 0
+    rung: int = 0                     # the successive-halving rung (0: the first budget, or no halving)
+    images: int | None = None         # the training images of its budget (steps x batch)
 
     @property
     def id(self) -> str:
-        return trial_id(self.candidate, self.seed)
+        return trial_id(self.candidate, self.seed, self.rung)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class TrialRow:
     trial: str
     candidate: int
     seed: int
+    rung: int = 0                     # the successive-halving rung (0 without halving)
+    budget: int | None = None         # training images the trial's budget allows
     alpha: float | None = None
     beta: float | None = None
     gamma: float | None = None
@@ -96,6 +101,8 @@ class TrialRow:
     images_per_second: float | None = None
     epochs: float | None = None
     clipped: float | None = None      # fraction of steps the gradient clip cut down
+    precision: str = ""               # the step's form (train.step_form): fp32 or bf16,
+    layout: str = ""                  # contiguous or channels_last ("" in rows written before)
     state: str = COMPLETE
     diverged: str = ""                # why a DIVERGED trial was marked so
     backend: str = ""
@@ -108,13 +115,15 @@ class TrialRow:
     def of(cls, trial: TrialSpec, state: str, backend: str, result: Any = None, **measured: Any) -> "TrialRow":
         """The row of ``trial``: the one place a row is built (every backend calls this)."""
         d, w, r = trial.spec.scale
-        values = dict(trial=trial.id, candidate=trial.candidate, seed=trial.seed, alpha=trial.alpha,
+        values = dict(trial=trial.id, candidate=trial.candidate, seed=trial.seed, rung=trial.rung,
+                      budget=trial.images, alpha=trial.alpha,
                       beta=trial.beta, gamma=trial.gamma, d=d, w=w, r=r, resolution=trial.spec.resolution,
                       params=trial.params, flops=trial.flops, flops_ratio=trial.flops_ratio, acts=trial.acts,
                       state=state, backend=backend)
         if result is not None:
             for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs", "clipped"):
                 values[name] = getattr(result, name)
+            values.update(precision=getattr(result, "precision", ""), layout=getattr(result, "layout", ""))
             reason = getattr(result, "diverged", "") or ""
             if reason and state == COMPLETE:
                 values.update(state=DIVERGED, diverged=reason)
@@ -138,8 +147,9 @@ class TrialRow:
             if values["seed"] is None:  # written before seeds existed: the run's one seed
                 values["seed"] = 0
             values["seed"] = int(values["seed"])
-            values["trial"] = values["trial"] or trial_id(values["candidate"], values["seed"])
-            for name in ("resolution", "params", "flops", "acts"):
+            values["rung"] = int(values["rung"] or 0)  # no rung column: written before halving existed
+            values["trial"] = values["trial"] or trial_id(values["candidate"], values["seed"], values["rung"])
+            for name in ("resolution", "params", "flops", "acts", "budget"):
                 if values[name] is not None:
                     values[name] = int(values[name])
             for name in ("alpha", "beta", "gamma", "d", "w", "r", "flops_ratio", "top1", "loss", "train_loss",
@@ -155,7 +165,8 @@ class TrialRow:
                             f"result; move the file away to train its trials again, or choose another --out")
         values["state"] = str(values["state"] or COMPLETE)  # no state column: written before states existed
         values["diverged"] = str(values["diverged"] or "")
-        values["backend"] = str(values["backend"] or "")
+        for name in ("backend", "precision", "layout"):
+            values[name] = str(values[name] or "")
         return cls(**values)
 
 
@@ -526,7 +537,7 @@ def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: T
             rows[row.trial] = row
             ours = [rows[k] for k in order if k in rows]
             extra = [r for k, r in rows.items() if k not in wanted]
-            run.write_trials(ours + extra)
+            run.write_trials(sorted(ours + extra, key=lambda r: r.rung))  # halving's rungs in order
             done = sum(1 for r in ours if r.state in FINISHED)
             emit(TrialFinished(row=row, done=done, total=len(order), rows=ours))
         if threading.current_thread() is threading.main_thread():
@@ -551,6 +562,7 @@ class Summary:
     diverged: int
     pruned: int
     rows: list[TrialRow]
+    rung: int = 0             # the rung its rows come from: its highest (0 without halving)
 
     @property
     def ranked(self) -> bool:
@@ -562,22 +574,30 @@ class Summary:
                     d=first.d, w=first.w, r=first.r, resolution=first.resolution, params=first.params,
                     flops=first.flops, flops_ratio=first.flops_ratio, acts=first.acts, n=self.n,
                     top1_mean=self.top1_mean, top1_std=self.top1_std, loss_mean=self.loss_mean,
-                    diverged=self.diverged, pruned=self.pruned, seeds=" ".join(str(r.seed) for r in self.rows))
+                    diverged=self.diverged, pruned=self.pruned, seeds=" ".join(str(r.seed) for r in self.rows),
+                    rung=self.rung, budget=first.budget)
 
 
 SUMMARY_COLUMNS = ["candidate", "alpha", "beta", "gamma", "d", "w", "r", "resolution", "params", "flops",
-                   "flops_ratio", "acts", "n", "top1_mean", "top1_std", "loss_mean", "diverged", "pruned", "seeds"]
+                   "flops_ratio", "acts", "n", "top1_mean", "top1_std", "loss_mean", "diverged", "pruned", "seeds",
+                   "rung", "budget"]
 
 
 def summarize(rows: Iterable[TrialRow]) -> list[Summary]:
-    """Group finished rows by candidate; ranked summaries first, best mean top-1 first."""
+    """Group finished rows by candidate; ranked summaries first, best mean top-1 first.
+
+    Under successive halving a candidate is summarised by its highest rung's rows, and
+    candidates that reached a higher rung rank above those dropped earlier (at a smaller
+    budget): the ranking is the top rung's, then the rung below's, and so on.
+    """
     groups: dict[int, list[TrialRow]] = {}
     for row in rows:
         if row.state in FINISHED:
             groups.setdefault(row.candidate, []).append(row)
     out = []
     for cid, group in groups.items():
-        group = sorted(group, key=lambda r: r.seed)
+        top = max(r.rung for r in group)
+        group = sorted((r for r in group if r.rung == top), key=lambda r: r.seed)
         scores = [r.top1 for r in group if r.state == COMPLETE and r.top1 is not None]
         losses = [r.loss for r in group if r.state == COMPLETE and r.loss is not None]
         out.append(Summary(
@@ -586,9 +606,15 @@ def summarize(rows: Iterable[TrialRow]) -> list[Summary]:
             top1_std=statistics.stdev(scores) if len(scores) > 1 else None,
             loss_mean=statistics.fmean(losses) if losses else None,
             diverged=sum(r.state == DIVERGED for r in group), pruned=sum(r.state == PRUNED for r in group),
-            rows=group))
-    return sorted(out, key=lambda s: (not s.ranked, -(s.top1_mean if s.top1_mean is not None else -1),
+            rows=group, rung=top))
+    return sorted(out, key=lambda s: (not s.ranked, -s.rung, -(s.top1_mean if s.top1_mean is not None else -1),
                                       s.rows[0].flops or 0, s.candidate))
+
+
+def comparable(summaries: Sequence[Summary]) -> list[Summary]:
+    """The ranked summaries that can be compared with the best: those of its rung (its budget)."""
+    ranked = [s for s in summaries if s.ranked]
+    return [s for s in ranked if s.rung == ranked[0].rung] if ranked else []
 
 
 @dataclass(frozen=True)
@@ -655,8 +681,9 @@ def compare(best: Summary, other: Summary | None, label: str = "runner-up", n_va
 
 
 def verdict(summaries: Sequence[Summary], n_val: int | None = None) -> Verdict | None:
-    """Best against runner-up among the ranked summaries (None when nothing is ranked)."""
-    ranked = [s for s in summaries if s.ranked]
+    """Best against runner-up among the ranked summaries of the best's rung (None when nothing
+    is ranked)."""
+    ranked = comparable(summaries)
     if not ranked:
         return None
     return compare(ranked[0], ranked[1] if len(ranked) > 1 else None, n_val=n_val)
@@ -665,6 +692,6 @@ def verdict(summaries: Sequence[Summary], n_val: int | None = None) -> Verdict |
 def ties(summaries: Sequence[Summary], n_val: int | None = None) -> list[Verdict]:
     """Every ranked candidate the best cannot be told from (within twice the spread): a tie.
     Empty when the spread is unknown (one seed): then nothing can be called either way."""
-    ranked = [s for s in summaries if s.ranked]
+    ranked = comparable(summaries)
     found = [compare(ranked[0], other, n_val=n_val) for other in ranked[1:]]
     return [v for v in found if v.separable is False]

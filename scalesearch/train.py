@@ -22,11 +22,11 @@ gradients, deeper ones above all; ``clip_norm=None`` trains without it.
 At a budget of a few dozen steps, or a high rate, the running averages
 (momentum 0.1, from mean 0 and variance 1) lag behind the weights: a deep net with a
 training loss of 0.3 scored 50% (chance) on a 2-class task, and 100% with its statistics
-recomputed.  On CUDA the forward pass runs in bfloat16 autocast with
-channels-last memory.  The CPU path stays plain fp32, channels-last only for networks with
-depthwise (grouped) convolutions: measured on 2 cores at 32 px, batch 32, channels-last
-trains EfficientNet-B0 2.1x and MobileNetV2 1.9x faster, but ResNet-50 0.8x as fast
-(``memory_format``).
+recomputed.  Each network trains in the fastest form of the step measured for its kind
+(``step_form``): a precision (fp32, or bfloat16 autocast where the device runs it natively)
+and a memory layout (contiguous or channels-last), chosen by a rule from the network's
+structure and the device, so that a run is repeatable; docs/performance.md has the
+measurements behind the rule.
 
 ``optimizer="lars"`` adds layer-wise rates (``LayerwiseSGD``): at the reproduce ``cpu``
 budget (CIFAR-10, 250 steps at batch 32, every step clipped) it took every Table 3 row off
@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import numbers
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -90,7 +92,9 @@ class TrainConfig:
     the model it is given as it is.  ``threads`` fixes torch's
     CPU threads for the run (None: as they are).  ``eval_every`` evaluates on the
     held-out split every that many epochs (0: only at the end); the end of training is
-    always evaluated.
+    always evaluated.  ``precision`` ("auto", "fp32", "bf16") and ``layout`` ("auto",
+    "contiguous", "channels_last") fix the form of the step; "auto" lets ``step_form`` choose
+    by the measured rule.
     """
 
     epochs: float = 1.0
@@ -107,6 +111,8 @@ class TrainConfig:
     bn_recalibration: int = 512
     feature_norm: bool = True
     residual_init: str = "one"
+    precision: str = "auto"
+    layout: str = "auto"
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -151,6 +157,12 @@ class TrainConfig:
         if self.residual_init not in RESIDUAL_INITS:
             raise TrainConfigError(f"train setting 'residual_init' must be one of {', '.join(RESIDUAL_INITS)} "
                                    f"(got {self.residual_init!r})")
+        if self.precision not in PRECISIONS:
+            raise TrainConfigError(f"train setting 'precision' must be one of {', '.join(PRECISIONS)} "
+                                   f"(got {self.precision!r})")
+        if self.layout not in LAYOUTS:
+            raise TrainConfigError(f"train setting 'layout' must be one of {', '.join(LAYOUTS)} "
+                                   f"(got {self.layout!r})")
         if not isinstance(self.device, str) or not self.device:
             raise TrainConfigError(f"train setting 'device' must name a device (got {self.device!r})")
 
@@ -176,6 +188,7 @@ class TrainResult:
     ``clip_norm`` and was cut down to it (0 without clipping): near 1, the clip rescales
     every step by 1 / norm, and so acts as a learning rate that differs between networks.
     ``diverged`` is "" for a healthy run, else why it is not (see ``divergence``).
+    ``precision`` and ``layout`` are the form the step took (``step_form``).
     """
 
     top1: float
@@ -187,6 +200,8 @@ class TrainResult:
     epochs: float
     clipped: float = 0.0
     diverged: str = ""
+    precision: str = ""
+    layout: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,7 +253,8 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
            device: torch.device, report: Report | None, progress: bool, desc: str) -> TrainResult:
     start = time.perf_counter()
     total, batch = planned_steps(config, dataset.n_train)
-    layout = memory_format(model, device)
+    form = step_form(model, device, config.precision, config.layout)
+    layout = form.memory_format
     model.to(device, memory_format=layout)
     peak_lr = config.peak_lr(batch)
     optimizer = make_optimizer(model, config, peak_lr)
@@ -252,7 +268,7 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
     clipped = torch.zeros((), device=device)  # steps whose gradient norm the clip cut down
     train_seconds = 0.0
     top1 = loss = train_loss = math.nan
-    with bar:
+    with bar, form.applied(model):
         while step < total:
             epoch += 1
             tick = time.perf_counter()
@@ -260,7 +276,7 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
             loss_sum, batches = torch.zeros((), device=device), 0
             for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
                 loss, norm = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout), y,
-                                         device, config.clip_norm)
+                                         form.autocast(device), config.clip_norm)
                 loss_sum += loss
                 if norm is not None:
                     clipped += norm > config.clip_norm
@@ -274,8 +290,8 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
             if done or (config.eval_every and epoch % config.eval_every == 0):
                 if config.bn_recalibration:
                     recalibrate_bn(model, dataset, resolution, batch, config.bn_recalibration,
-                                   config.seed, device)
-                top1, loss = evaluate(model, dataset, resolution, 2 * batch, device)
+                                   config.seed, device, form)
+                top1, loss = evaluate(model, dataset, resolution, 2 * batch, device, form)
                 if report is not None:
                     report(step, top1)
             if done:
@@ -286,15 +302,44 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
                        images_per_second=images / max(train_seconds, 1e-9),
                        images_seen=images, epochs=images / dataset.n_train,
                        clipped=clipped.item() / max(step, 1),
-                       diverged=divergence(top1, loss, train_loss, dataset.num_classes, dataset.n_val))
+                       diverged=divergence(top1, loss, train_loss, dataset.num_classes, dataset.n_val),
+                       precision=form.precision, layout=form.layout)
+
+
+def seconds_per_image(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig,
+                      steps: int = 3) -> float:
+    """Seconds a training image costs ``model`` in the trainer's own step (its form, optimizer,
+    clip and batches, on ``config.device`` and ``config.threads``): the mean of ``steps``
+    timed steps after one that pays for allocation.  The model's weights change; the
+    caller's random state does not."""
+    device = torch.device(config.device)
+    _, batch = planned_steps(config, dataset.n_train)
+    with _num_threads(config.threads if device.type == "cpu" else None), torch.random.fork_rng():
+        torch.manual_seed(0)
+        form = step_form(model, device, config.precision, config.layout)
+        model.to(device, memory_format=form.memory_format).train()
+        optimizer = make_optimizer(model, config, config.peak_lr(batch) / 25)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        batches = dataset.train_batches(resolution, batch, torch.Generator().manual_seed(0), device)
+        timings = []
+        with form.applied(model):
+            tick = time.perf_counter()
+            for x, y in _limit(batches, steps + 1):
+                loss, _ = _train_step(model, criterion, optimizer, x.contiguous(memory_format=form.memory_format),
+                                      y, form.autocast(device), config.clip_norm)
+                loss.item()  # waits for the device
+                timings.append(time.perf_counter() - tick)
+                tick = time.perf_counter()
+    warm = timings[1:] or timings
+    return sum(warm) / len(warm) / batch
 
 
 def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast,
                 clip_norm: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimizer step: (the loss, the gradient's global norm before clipping, or None
-    without clipping)."""
-    with _autocast(device):
+    without clipping); the forward pass runs under ``autocast`` (``StepForm.autocast``)."""
+    with autocast:
         loss = criterion(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -400,24 +445,27 @@ def divergence(top1: float, loss: float, train_loss: float, num_classes: int, n_
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, resolution: int, batch_size: int = 256,
-             device: str | torch.device = "cpu") -> tuple[float, float]:
-    """(top-1 accuracy, mean cross-entropy) of ``model`` on the held-out split."""
+             device: str | torch.device = "cpu", form: "StepForm | None" = None) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of ``model`` on the held-out split, in the step's
+    ``form`` (default: the one ``step_form`` picks)."""
     device = torch.device(device)
     model.eval()
-    layout = memory_format(model, device)
+    form = form or step_form(model, device)
+    layout = form.memory_format
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), device=device)
-    for x, y in dataset.val_batches(resolution, batch_size, device):
-        with _autocast(device):
-            logits = model(x.contiguous(memory_format=layout)).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+    with form.applied(model):
+        for x, y in dataset.val_batches(resolution, batch_size, device):
+            with form.autocast(device):
+                logits = model(x.contiguous(memory_format=layout)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
     return correct.item() / dataset.n_val, loss_sum.item() / dataset.n_val
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, dataset: Dataset, resolution: int, batch_size: int, images: int,
-                   seed: int = 0, device: str | torch.device = "cpu") -> int:
+                   seed: int = 0, device: str | torch.device = "cpu", form: "StepForm | None" = None) -> int:
     """Recompute every batch-norm layer's running mean and variance from training images
     with the current weights ("precise BN", as in facebookresearch/pycls); returns how
     many images were used.
@@ -444,15 +492,16 @@ def recalibrate_bn(model: nn.Module, dataset: Dataset, resolution: int, batch_si
         m.momentum = None  # a cumulative average: every batch counts the same
     model.train()
     generator = torch.Generator().manual_seed(seed)
-    layout = memory_format(model, device)
+    form = form or step_form(model, device)
+    layout = form.memory_format
     cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     try:
         # Forked: a dropout layer draws from the global generator in train mode, and training
         # (or the caller) must not see those draws.
-        with torch.random.fork_rng(devices=cuda_devices):
+        with torch.random.fork_rng(devices=cuda_devices), form.applied(model):
             for x, _ in _limit(dataset.train_batches(resolution, batch, generator, device), batches):
-                with _autocast(device):
+                with form.autocast(device):
                     model(x.contiguous(memory_format=layout))
     finally:
         for m, momentum in zip(norms, momenta):
@@ -491,19 +540,106 @@ def _update_bar(bar: tqdm, step: int, loss_sum: torch.Tensor, batches: int, batc
     bar.set_postfix(loss=f"{loss_sum.item() / batches:.3f}", img_s=f"{rate:.0f}")
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+# -- the form of the step ----------------------------------------------------------------
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LAYOUTS = ("auto", "contiguous", "channels_last")
+
+
+@dataclass(frozen=True)
+class StepForm:
+    """How a training step runs: ``precision`` "fp32" or "bf16" and ``layout`` "contiguous" or
+    "channels_last" (the memory format of the weights and the inputs).
+
+    bf16 is the forward pass under bfloat16 autocast (convolutions and linear layers take bf16
+    inputs) with every batch norm fed fp32 (``applied``), so the statistics, the normalised
+    activations and the residual sums stay fp32; weights, gradients and the optimizer are fp32.
+    With batch norm in bf16 too, 2 of the demo's 6 trials (2 seeds x 3 candidates) fell from
+    32-36% to 20-23% top-1, their training loss stuck 0.3 above the fp32 runs'; with it in fp32
+    both trained as in fp32 (docs/performance.md).
+    """
+
+    precision: str
+    layout: str
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.layout == "channels_last" else torch.contiguous_format
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """While inside, ``model``'s batch norms take fp32 inputs when the form is bf16 (forward
+        pre-hooks, removed on the way out); an fp32 form changes nothing."""
+        handles = [m.register_forward_pre_hook(_fp32_input) for m in model.modules()
+                   if self.precision == "bf16" and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def __str__(self) -> str:
+        return f"{self.precision} {self.layout.replace('_', '-')}"
+
+
+def _fp32_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].float(), *args[1:])
+
+
+def step_form(model: nn.Module, device: torch.device, precision: str = "auto", layout: str = "auto") -> StepForm:
+    """The form of the step for ``model`` on ``device``: ``precision`` and ``layout`` as
+    given, each "auto" one by the rule measured on every base (docs/performance.md).
+
+    On CUDA: bf16 and channels-last.  On a CPU, the rule splits networks by whether they
+    have grouped (depthwise) convolutions, the one structural feature that reversed the
+    ranking of the forms in the measurements: oneDNN runs depthwise convolutions about
+    twice as fast channels-last, and its bf16 depthwise kernels are slower than fp32 ones,
+    so those networks (MobileNetV2, EfficientNet) train in fp32 channels-last; dense
+    networks (the ResNets) in bf16 where the CPU has native bf16 instructions
+    (``cpu_has_bf16``), channels-last, else in fp32 contiguous.  The rule depends only on
+    the network and the machine, so the same command repeats exactly on the same machine.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+    device = torch.device(device)
+    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16"
+        else:
+            precision = "bf16" if not grouped and cpu_has_bf16() else "fp32"
+    if layout == "auto":
+        if device.type == "cuda" or grouped:
+            layout = "channels_last"
+        else:
+            layout = "channels_last" if precision == "bf16" else "contiguous"
+    return StepForm(precision, layout)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX), where bf16 autocast
+    pays; oneDNN emulates it on older AVX-512 CPUs, slower than fp32."""
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False  # no way to tell native from emulated: stay with fp32
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA, and on CPU for a network with grouped (depthwise)
-    convolutions, where oneDNN runs them about twice as fast; plain layout otherwise
-    (dense CPU convolutions, ResNet's 1x1 bottlenecks above all, are slower channels-last).
-    The choice depends only on the network, so a run is repeatable."""
-    if device.type == "cuda":
-        return torch.channels_last
-    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
-    return torch.channels_last if grouped else torch.contiguous_format
+    """The memory format ``step_form`` picks for ``model`` on ``device`` by default."""
+    return step_form(model, device).memory_format
 
 
 def _synchronize(device: torch.device) -> None:

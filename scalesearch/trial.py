@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Callable, Sequence
 
 from .study import COMPLETE, TrialContext, TrialRow, TrialSpec
@@ -59,46 +58,39 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
                      steps: int = 3) -> float:
     """Seconds to train ``trials``, from a few timed steps of the cheapest and dearest network.
 
-    Time per image is taken as linear in FLOPs between the two measured networks.
+    The steps are the trainer's own (``train.seconds_per_image``: the form ``step_form``
+    picks, the recipe's optimizer and clip, the trial's device and threads).  Time per image
+    is taken as linear in FLOPs between the two measured networks; each evaluation (after
+    every ``eval_every`` epochs and at the end) adds the held-out split and the batch-norm
+    recalibration images at a third of a training image each (a forward pass only).
     """
+    import math
+
     import torch
 
-    from .train import build_model, planned_steps
+    from .train import build_model, planned_steps, seconds_per_image
 
     if not trials:
         return 0.0
     dataset = load_dataset(context.data, data_seed)
-    device = torch.device(resolve_device(context.device))
+    device = resolve_device(context.device)
     cheapest, dearest = min(trials, key=lambda t: t.flops), max(trials, key=lambda t: t.flops)
     ends = [cheapest] if cheapest.spec == dearest.spec else [cheapest, dearest]
     per_image = []
     for trial in ends:
-        total, batch = planned_steps(trial.recipe, dataset.n_train)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = build_model(trial.spec, trial.recipe).to(device)
-            optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-            generator = torch.Generator().manual_seed(0)
-            batches = dataset.train_batches(trial.spec.resolution, batch, generator, device)
-            timings = []
-            for i, (x, y) in enumerate(batches):
-                tick = time.perf_counter()
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                timings.append(time.perf_counter() - tick)
-                if i + 1 >= steps + 1:
-                    break
-        warm = timings[1:] or timings  # the first step pays for allocation
-        per_image.append((trial.flops, sum(warm) / len(warm) / batch))
+        config = dataclasses.replace(trial.recipe, device=device, threads=context.threads)
+        with torch.random.fork_rng():  # the caller's random state is left as it was
+            model = build_model(trial.spec, trial.recipe)
+        per_image.append((trial.flops, seconds_per_image(model, dataset, trial.spec.resolution, config, steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]
     slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
     seconds = 0.0
     for trial in trials:
-        total, batch = planned_steps(trial.recipe, dataset.n_train)
-        images = total * batch + dataset.n_val / 3  # evaluation costs about a third of a training image
+        recipe = trial.recipe
+        total, batch = planned_steps(recipe, dataset.n_train)
+        epochs = total * batch / dataset.n_train
+        evaluations = 1 + (math.ceil(epochs) - 1) // recipe.eval_every if recipe.eval_every else 1
+        recalibration = min(recipe.bn_recalibration, dataset.n_train)
+        images = total * batch + evaluations * (dataset.n_val + recalibration) / 3
         seconds += images * max(t0 + slope * (trial.flops - f0), 0.0)
     return seconds

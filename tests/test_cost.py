@@ -172,7 +172,7 @@ def test_a_builtin_builder_under_a_new_name_keeps_its_twin():
 
 def test_the_benchmark_prints_identical_totals():
     # Two rounds of three networks (alpha 1, 1.5, 2 at beta 1) and a one-point candidate fitting.
-    out = subprocess.run([sys.executable, "experiments/bench_flops.py", "--base", "resnet20-cifar", "--step", "0.5",
+    out = subprocess.run([sys.executable, "experiments/bench/flops.py", "--base", "resnet20-cifar", "--step", "0.5",
                           "--beta-max", "1", "--rounds", "2"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| resnet20-cifar | 3 |")]

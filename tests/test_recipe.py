@@ -43,7 +43,8 @@ def test_set_refuses_what_it_cannot_place(item, said):
 def test_every_training_field_is_reachable_by_recipe_and_by_set(tmp_path):
     values = dict(epochs=2.0, images=640, batch_size=16, lr=0.05, lr_per_256=0.2, weight_decay=1e-4,
                   label_smoothing=0.0, warmup=0.1, clip_norm=None, optimizer="lars", trust=0.02,
-                  bn_recalibration=0, feature_norm=False, residual_init="scaled", eval_every=0)
+                  bn_recalibration=0, feature_norm=False, residual_init="scaled", precision="bf16",
+                  layout="channels_last", eval_every=0)
     assert set(values) == {f.name for f in recipe_fields()}   # a new field must be added here too
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items()))
@@ -77,9 +78,10 @@ def test_grid_help_lists_the_flags_a_search_needs_to_start():
     text = cli("grid", "--help").stdout
     options = [line.split()[1] for line in text.splitlines() if line.startswith("│ --") or line.startswith("│ -")]
     options = [o for o in options if o.startswith("--")]
-    assert len(options) <= 18, options        # 17 and --help
+    assert len(options) <= 20, options        # 19 and --help
     assert {"--set", "--recipe", "--config", "--base", "--target-flops", "--dataset", "--epochs", "--images",
-            "--seeds", "--max-trials", "--out", "--backend", "--address", "--device", "--dry-run"} <= set(options)
+            "--fidelity", "--precision", "--seeds", "--max-trials", "--out", "--backend", "--address", "--device",
+            "--dry-run"} <= set(options)
     assert "--step" not in options and "--clip-norm" not in options
 
 
@@ -122,3 +124,31 @@ def test_reproduce_takes_training_and_backend_settings_by_name(tmp_path):
     assert saved["train"]["optimizer"] == "sgd" and saved["backend"]["cpus_per_trial"] == 1
     refused = cli("reproduce", "figure8", "--dry-run", "--set", "grid.step=1", "--out", tmp_path / "s")
     assert refused.exit_code == 2 and "reproduce takes training and backend settings" in refused.stderr
+
+
+def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_path):
+    """--precision reaches the recipe (grid and reproduce); a run's config.json whose train
+    section predates the field reads as fp32, what its CPU steps were, so resuming it under
+    the new default is refused by name and --precision fp32 resumes it."""
+    from scalesearch.reproduce import make_settings
+    from scalesearch.settings import saved
+    from scalesearch.study import RunDir
+
+    assert build_settings({"base": "resnet18"}).train.precision == "auto"
+    assert build_settings({"base": "resnet18"}, {"precision": "bf16"}).train.precision == "bf16"
+    assert make_settings("table3", "smoke", recipe={"precision": "fp32"}).train.precision == "fp32"
+    assert saved({"base": "x", "train": {"epochs": 2}})["train"] == {"precision": "fp32", "epochs": 2}
+    assert saved({"base": "x", "train": {"precision": "bf16"}})["train"] == {"precision": "bf16"}
+    out = tmp_path / "run"
+    assert cli(*QUICK, "--precision", "fp32", "--out", out).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["train"]["precision"] == "fp32"
+    del config["settings"]["train"]["precision"]  # as a run of an earlier release wrote it
+    RunDir(out).write_checked("config.json", json.dumps(config))
+    assert load_settings(out / "config.json").train.precision == "fp32"
+    again = cli(*QUICK, "--out", out)
+    assert again.exit_code == 2 and "(precision = 'fp32' there, 'auto' here)" in again.output
+    assert cli(*QUICK, "--precision", "fp32", "--out", out).exit_code == 0
+    bad = cli(*QUICK, "--precision", "fp16", "--out", tmp_path / "other")
+    assert bad.exit_code != 0 and "train setting 'precision' must be one of auto, fp32, bf16 (got 'fp16')" in bad.output
+    assert not (tmp_path / "other").exists()

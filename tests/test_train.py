@@ -44,8 +44,9 @@ def test_one_epoch_gives_sane_result(dataset):
     assert result.images_seen == 96 and result.epochs == 1.0
     assert result.seconds > 0 and result.images_per_second > 0
     assert set(result.as_dict()) == {"top1", "loss", "train_loss", "seconds", "images_per_second",
-                                     "images_seen", "epochs", "clipped", "diverged"}
+                                     "images_seen", "epochs", "clipped", "diverged", "precision", "layout"}
     assert 0.0 <= result.clipped <= 1.0
+    assert result.precision in ("fp32", "bf16") and result.layout in ("contiguous", "channels_last")
 
 
 def test_clipped_counts_the_steps_the_clip_cut_down(dataset):
@@ -133,7 +134,7 @@ def test_every_numeric_setting_refuses_nan_and_inf(field, value):
 
 
 def test_numeric_fields_are_all_checked():
-    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "feature_norm", "optimizer", "residual_init")}
+    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "feature_norm", "optimizer", "residual_init", "precision", "layout")}
     assert numeric == set(NUMERIC_FIELDS)
 
 
@@ -216,9 +217,12 @@ def bn_chain() -> torch.nn.Module:
 
 
 def test_recalibrated_statistics_are_the_batch_statistics_of_the_images_used(dataset):
+    from scalesearch.train import StepForm
+
     net = bn_chain()
     state = torch.get_rng_state()
-    assert recalibrate_bn(net, dataset, RESOLUTION, batch_size=32, images=64, seed=2) == 64  # 2 whole batches
+    fp32 = StepForm("fp32", "contiguous")  # compared below with fp32 arithmetic
+    assert recalibrate_bn(net, dataset, RESOLUTION, batch_size=32, images=64, seed=2, form=fp32) == 64  # 2 batches
     assert torch.equal(torch.get_rng_state(), state) and not net.training
     assert all(bn.momentum == 0.1 for bn in (net[0], net[2]))  # restored
     # The same batches, and what each layer saw when it normalised them with batch statistics.
@@ -336,38 +340,69 @@ def test_equal_thread_counts_give_identical_results(dataset):
         assert (first.top1, first.loss, first.train_loss) == (second.top1, second.loss, second.train_loss)
 
 
-@pytest.mark.parametrize("base, layout", [("efficientnet-b0", torch.channels_last),
-                                          ("mobilenetv2", torch.channels_last),
-                                          ("resnet50", torch.contiguous_format),
-                                          ("resnet20-cifar", torch.contiguous_format)])
-def test_cpu_layout_is_channels_last_only_for_grouped_convolutions(base, layout):
-    from scalesearch.bases import get_base
-    from scalesearch.models import build
-    from scalesearch.train import memory_format
-
-    model = build(get_base(base), device="meta")
-    assert memory_format(model, torch.device("cpu")) == layout
-    assert memory_format(model, torch.device("cuda")) == torch.channels_last
-
-
-def test_channels_last_training_matches_the_plain_layout(dataset, monkeypatch):
-    """The layout is a speed choice: a grouped-convolution net trains to the same figures
-    either way, but for float rounding that training amplifies (within 1% after an epoch)."""
+@pytest.mark.parametrize("base, bf16_cpu, expected", [
+    ("efficientnet-b0", True, ("fp32", "channels_last")),   # depthwise: fp32 channels-last either way
+    ("mobilenetv2", True, ("fp32", "channels_last")),
+    ("efficientnet-b0", False, ("fp32", "channels_last")),
+    ("resnet50", True, ("bf16", "channels_last")),          # dense: bf16 channels-last on a bf16 CPU
+    ("resnet20-cifar", True, ("bf16", "channels_last")),
+    ("resnet50", False, ("fp32", "contiguous")),            # and plain fp32 without native bf16
+    ("resnet20-cifar", False, ("fp32", "contiguous"))])
+def test_the_auto_step_form_follows_the_measured_rule(base, bf16_cpu, expected, monkeypatch):
+    """docs/performance.md's table: depthwise networks are fastest fp32 channels-last, dense ones
+    bf16 channels-last where the CPU has native bf16; CUDA always bf16 channels-last; a given
+    precision or layout is taken as it is."""
     import scalesearch.train as train_module
     from scalesearch.bases import get_base
     from scalesearch.models import build
-    from scalesearch.scaling import scale
+    from scalesearch.train import StepForm, step_form
 
-    spec = scale(get_base("mobilenetv2"), 0.5, 0.25, 1.0).replace(resolution=16)
-    config = TrainConfig(epochs=1, batch_size=16, threads=1, seed=0, bn_recalibration=32)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: bf16_cpu)
+    model = build(get_base(base), device="meta")
+    cpu = torch.device("cpu")
+    assert step_form(model, cpu) == StepForm(*expected)
+    assert step_form(model, torch.device("cuda")) == StepForm("bf16", "channels_last")
+    assert step_form(model, cpu, "fp32", "contiguous") == StepForm("fp32", "contiguous")
+    assert step_form(model, cpu, precision="bf16").precision == "bf16"
+    assert step_form(model, cpu, layout="contiguous") == StepForm(expected[0], "contiguous")
+    assert str(StepForm("bf16", "channels_last")) == "bf16 channels-last"
+
+
+@pytest.mark.parametrize("field, value", [("precision", "fp16"), ("precision", None), ("layout", "nhwc")])
+def test_a_bad_step_form_is_named(field, value):
+    with pytest.raises(TrainConfigError, match=f"'{field}' must be one of .* \\(got {value!r}\\)"):
+        TrainConfig(**{field: value})
+
+
+def test_the_layouts_train_alike(dataset):
+    """The layout is a speed choice: a grouped-convolution net trains to the same figures
+    either way, but for float rounding that training amplifies (within 1% after an epoch)."""
+    spec = scale(get_base("mobilenetv2"), 0.5, 0.25, 1.0).replace(resolution=16, num_classes=dataset.num_classes)
     results = []
-    for layout in (torch.channels_last, torch.contiguous_format):
-        monkeypatch.setattr(train_module, "memory_format", lambda model, device, layout=layout: layout)
+    for layout in ("channels_last", "contiguous"):
+        config = TrainConfig(epochs=1, batch_size=16, threads=1, seed=0, bn_recalibration=32, precision="fp32",
+                             layout=layout)
         torch.manual_seed(0)
         results.append(train_candidate(build(spec), dataset, 16, config))
+        assert (results[-1].precision, results[-1].layout) == ("fp32", layout)
     assert results[0].loss == pytest.approx(results[1].loss, rel=1e-2)
     assert results[0].train_loss == pytest.approx(results[1].train_loss, rel=1e-2)
 
+
+def test_bf16_repeats_exactly_learns_like_fp32_and_leaves_no_hooks(dataset):
+    """bf16 (batch norms fed fp32) on the kind of network auto gives it, a dense residual net:
+    the same run twice is the same bit for bit, it learns what fp32 learns (loss within 5%)
+    but is not fp32, and the model keeps no hook afterwards."""
+    results = []
+    for precision in ("bf16", "bf16", "fp32"):
+        model = tiny_model(dataset.num_classes)
+        results.append(train_candidate(model, dataset, RESOLUTION, TrainConfig(
+            epochs=2, batch_size=16, threads=1, seed=0, precision=precision, layout="channels_last")))
+        assert results[-1].precision == precision
+        assert not any(m._forward_pre_hooks for m in model.modules())
+    first, again, fp32 = results
+    assert (first.top1, first.loss, first.train_loss) == (again.top1, again.loss, again.train_loss)
+    assert first.train_loss == pytest.approx(fp32.train_loss, rel=5e-2) and first.train_loss != fp32.train_loss
 
 
 def test_layerwise_sgd_steps_each_weight_tensor_by_trust_times_its_norm():
@@ -398,3 +433,43 @@ def test_the_optimizer_setting_picks_the_optimizer(dataset):
     first, again = (train(dataset, epochs=1, optimizer="lars", clip_norm=None) for _ in range(2))
     assert first.top1 == again.top1 and first.loss == again.loss and math.isfinite(first.train_loss)
     assert first.loss != train(dataset, epochs=1, clip_norm=None).loss   # a different recipe, measurably
+
+
+def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
+    """estimate_seconds: the trainer's seconds per image for the cheapest and the dearest
+    network (on the trial's device and threads), linear in FLOPs between them, times the
+    training images plus, per evaluation, the held-out and recalibration images at a third."""
+    import scalesearch.train as train_module
+    from scalesearch.settings import DataSettings
+    from scalesearch.study import TrialContext, TrialSpec
+    from scalesearch.trial import estimate_seconds
+
+    measured = []
+
+    def fake(model, dataset, resolution, config, steps=3):
+        measured.append((resolution, config.threads, config.device))
+        return 1e-3 * resolution / 16  # 16 px: 1 ms an image, 32 px: 2 ms
+
+    monkeypatch.setattr(train_module, "seconds_per_image", fake)
+    recipe = TrainConfig(epochs=2, batch_size=32, eval_every=1, bn_recalibration=64)
+    spec = scale(get_base("resnet18"), d=0.5, w=0.25).replace(num_classes=4)
+    trials = [TrialSpec(0, 0, spec.replace(resolution=16), recipe, flops=100),
+              TrialSpec(1, 0, spec.replace(resolution=32), recipe, flops=300),
+              TrialSpec(2, 0, spec.replace(resolution=24), recipe, flops=200)]
+    context = TrialContext(DataSettings(dataset="synthetic:easy", train_subset=96, val_subset=36), device="cpu",
+                           threads=1)
+    seconds = estimate_seconds(trials, context, 0)
+    assert measured == [(16, 1, "cpu"), (32, 1, "cpu")]  # the two ends only
+    # 96 images, batch 32: 6 steps of 2 epochs = 192 images, 2 evaluations of 36 + 64 images at a third.
+    per_trial = 192 + 2 * (36 + 64) / 3
+    assert seconds == pytest.approx(per_trial * (1e-3 + 2e-3 + 1.5e-3))
+    assert estimate_seconds([], context, 0) == 0.0
+
+
+def test_seconds_per_image_times_the_trainers_step_and_leaves_the_random_state(dataset):
+    from scalesearch.train import seconds_per_image
+
+    state = torch.get_rng_state()
+    seconds = seconds_per_image(tiny_model(dataset.num_classes), dataset, RESOLUTION,
+                                TrainConfig(batch_size=16, threads=1), steps=2)
+    assert 0 < seconds < 10 and torch.equal(torch.get_rng_state(), state)

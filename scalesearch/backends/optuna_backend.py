@@ -89,7 +89,7 @@ class OptunaBackend:
                        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
             for trial in todo:
                 if trial.id not in waiting:
-                    study.enqueue_trial({"candidate": trial.candidate, "seed": trial.seed})
+                    study.enqueue_trial({"candidate": trial.candidate, "seed": trial.seed, "rung": trial.rung})
         by_id = {t.id: t for t in todo}
         bar = tqdm(total=len(todo), desc="search", unit="trial", position=0, dynamic_ncols=True,
                    disable=None if context.progress else True)
@@ -99,7 +99,8 @@ class OptunaBackend:
                     handle = study.ask()
                     # Fixed integer ranges, not the study's trial ids: raising --max-trials or --seeds
                     # later extends the same study (a categorical's choices may never change).
-                    tid = trial_id(handle.suggest_int("candidate", 0, ID_HIGH), handle.suggest_int("seed", 0, ID_HIGH))
+                    tid = trial_id(handle.suggest_int("candidate", 0, ID_HIGH), handle.suggest_int("seed", 0, ID_HIGH),
+                                   handle.suggest_int("rung", 0, ID_HIGH))
                     trial = by_id.pop(tid, None)
                     if trial is None:  # queued by an earlier run whose selection was larger: not wanted now
                         study.tell(handle, state=TrialState.FAIL)
@@ -145,9 +146,12 @@ ID_HIGH = 2**32  # candidate ids and seeds are below this (settings: seed < 2^31
 
 
 def _fixed_id(fixed: dict) -> str | None:
-    if "candidate" in fixed and "seed" in fixed:
-        return trial_id(int(fixed["candidate"]), int(fixed["seed"]))
-    return fixed.get("trial")  # enqueued by a version that stored the trial id itself
+    """The id of a trial waiting in the study, or None for one this version cannot ask for again:
+    enqueued without its rung, or with the trial id itself, by an earlier version.  Such a trial
+    is queued anew; the old entry, when asked, draws a rung it was never given and is dropped."""
+    if "candidate" in fixed and "seed" in fixed and "rung" in fixed:
+        return trial_id(int(fixed["candidate"]), int(fixed["seed"]), int(fixed["rung"]))
+    return None
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ every total (params, flops, other flops, acts) must be identical on every networ
 the script exits 1.  Then the whole candidate fitting (gamma searched per (alpha, beta))
 is timed with the plain counter and with scalesearch's.
 
-    python experiments/bench_flops.py [--base efficientnet-b0 --base resnet50] [--step 0.05] [--rounds 3]
+    python experiments/bench/flops.py [--base efficientnet-b0 --base resnet50] [--step 0.05] [--rounds 3]
 """
 
 from __future__ import annotations

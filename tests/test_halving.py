@@ -1,0 +1,157 @@
+"""Successive halving (`grid --fidelity halving`): the rung plan, promotion, the rank agreement
+between rungs, and resuming after a kill mid-rung, with a backend that trains nothing; one
+real search under Optuna."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scalesearch.backends.fake import FakeBackend
+from scalesearch.halving import plan, plan_text, rung_recipe, survivors
+from scalesearch.settings import SettingsError, build_settings
+from scalesearch.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+# resnet20-cifar at 32 px on 64 synthetic images, the demo's grid with a FLOPs tolerance of 10%:
+# 9 kept candidates; batch 32, so rung k trains 64 x 2^k images (eta 2), 9 -> 5 -> 3 candidates.
+FLAGS = dict(base="resnet20-cifar", train_subset=64, val_subset=32, alpha_max=2.0, beta_max=1.45, step=0.05,
+             tolerance=0.1, phi_max=2, epochs=1.0, batch_size=32, fidelity="halving", eta=2, rungs=3, seeds=2,
+             order="id")
+
+
+def settings(tmp_path, name="run", **changes):
+    return build_settings({}, {**FLAGS, "out": str(tmp_path / name), **changes})
+
+
+def grid(s, backend=None, **kw):
+    from scalesearch.grid import run_grid
+
+    backend = backend or FakeBackend()
+    return run_grid(s, backend=backend, progress=False, estimate=False, **kw), backend
+
+
+def by_candidate(order):
+    """A fake score: candidates ranked as ``order`` (best first) at rung 0, reversed at higher
+    rungs when ``flip``; seeds add 0.1 points."""
+    def score(trial, flip=False):
+        place = order.index(trial.candidate) if trial.candidate in order else len(order)
+        if flip and trial.rung:
+            place = -place
+        return 0.8 - 0.05 * place + 0.001 * trial.seed
+    return score
+
+
+def test_the_plan_keeps_the_top_1_over_eta_and_at_least_two():
+    assert [survivors(n, 3) for n in (0, 1, 2, 3, 6, 7, 9, 10)] == [0, 0, 2, 2, 2, 3, 3, 4]
+    assert rung_recipe(TrainConfig(epochs=2), 2, 3).epochs == 18
+    assert rung_recipe(TrainConfig(images=100), 1, 3).images == 300
+    rungs = plan(9, 2, [100, 300, 900], 3)
+    assert [(r.candidates, r.images, r.trials) for r in rungs] == [(9, 100, 18), (3, 300, 6), (2, 900, 4)]
+    # 1,800 + 1,800 + 3,600 images against 9 x 2 x 900 = 16,200 for every candidate at the top budget.
+    assert plan_text(rungs, 3).endswith("7,200 training images in all, 44% of the 16,200 that every candidate "
+                                        "at the top budget would take")
+    assert len(plan(1, 2, [100, 300], 3)) == 1  # one candidate: nothing to halve
+
+
+@pytest.mark.parametrize("name, value, why", [("fidelity", "hyperband", "must be one of full, halving"),
+                                              ("eta", 1, "must be an integer from 2 to 10"),
+                                              ("rungs", 0, "must be an integer from 1 to 6")])
+def test_bad_halving_settings_are_named(tmp_path, name, value, why):
+    with pytest.raises(SettingsError, match=f"'{name}' {why}"):
+        settings(tmp_path, **{name: value})
+
+
+def test_rungs_train_the_top_at_eta_times_the_budget_and_agree(tmp_path):
+    dry, _ = grid(settings(tmp_path, "dry"), dry_run=True)
+    kept = [c.id for c in dry.candidates if c.kept]
+    assert len(kept) == 9
+    order = kept[::-1]  # the last id scores best
+    result, backend = grid(settings(tmp_path), FakeBackend(score=by_candidate(order)))
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    # 9 candidates x 2 seeds at 64 images, the top 5 at 128, the top 3 at 256: rows in rung order.
+    assert list(trials.groupby("rung", sort=True).size()) == [18, 10, 6] and trials.rung.is_monotonic_increasing
+    assert dict(trials.groupby("rung").budget.first()) == {0: 64, 1: 128, 2: 256}
+    assert set(trials[trials.rung == 2].candidate) == set(order[:3]) and trials.trial.is_unique
+    assert len(backend.ran) == 34
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["candidate"] == order[0] and best["rung"] == 2
+    assert [(r["rung"], r["candidates"], r["images"], r["promoted"]) for r in best["rungs"]] == [
+        (0, 9, 64, order[:5]), (1, 5, 128, order[:3]), (2, 3, 256, [])]
+    first, second = best["rank_agreement"]
+    assert (first["n"], first["tau"], first["rho"]) == (5, 1.0, 1.0) and first["low"] > 0
+    assert first["verdict"].startswith(f"the 64-image proxy ranks like the 128-image budget: tau 1.00 "
+                                       f"[{first['low']:.2f}, 1.00], rho 1.00, n=5")
+    assert second["n"] == 3 and "the interval includes 0" in second["verdict"]  # 3 candidates say little
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert list(summary.candidate[:3]) == order[:3] and list(summary.rung[:4]) == [2, 2, 2, 1]
+
+
+def test_rungs_that_disagree_say_so(tmp_path):
+    kept = [c.id for c in grid(settings(tmp_path, "dry"), dry_run=True)[0].candidates if c.kept]
+    order = kept[::-1]
+    flipped = by_candidate(order)
+    result, _ = grid(settings(tmp_path), FakeBackend(score=lambda t: flipped(t, flip=True)))
+    first = result.agreements[0]
+    assert (first["n"], first["tau"], first["rho"]) == (5, -1.0, -1.0) and first["high"] < 0
+    assert "the 64-image proxy ranks against the 128-image budget: tau -1.00" in first["verdict"]
+    # Rung 1 reverses rung 0 and rung 2 agrees with rung 1: the fifth of rung 0 wins the search.
+    assert result.agreements[1]["tau"] == 1.0
+    assert result.best["candidate"] == order[4] and result.best["rung"] == 2
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_halving import FakeBackend, grid, settings
+    from pathlib import Path
+
+    class Killed(FakeBackend):
+        def run(self, todo, space, run, context, on_row):
+            def row(r):
+                on_row(r)
+                if r.trial == {victim!r}:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            super().run(todo, space, run, context, row)
+
+    grid(settings(Path({tmp!r})), Killed())
+""")
+
+
+def test_a_run_killed_mid_rung_resumes_with_no_trial_lost_or_doubled(tmp_path):
+    """SIGKILL right after the first rung-1 trial's row is written, then the same search again:
+    every planned trial is in trials.csv once, and the resumed run trains only what was left."""
+    grid(settings(tmp_path, "probe"))  # the same search uninterrupted: which trials rung 1 trains
+    victim = pd.read_csv(tmp_path / "probe" / "trials.csv").query("rung == 1").trial.iloc[0]
+    script = KILLER.format(tests=str(ROOT / "tests"), victim=victim, tmp=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    before = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert len(before) == 19 and victim in set(before.trial)  # rung 0's 18 and the victim
+    _, resumed = grid(settings(tmp_path))
+    after = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert after.trial.is_unique and sorted(after.trial) == sorted(pd.read_csv(tmp_path / "probe" / "trials.csv").trial)
+    assert not set(resumed.ran) & set(before.trial) and len(resumed.ran) == len(after) - 19
+
+
+def test_a_real_halving_search_under_optuna(tiny, tmp_path):
+    """Two rungs of real training: 3 candidates x 1 seed, the top 2 again at twice the images."""
+    from conftest import cli, ok, with_option
+
+    out = tmp_path / "run"
+    args = with_option(with_option(tiny, "--max-trials", "3"), "--out", str(out))
+    stdout = ok(cli("grid", *args, "--fidelity", "halving", "--set", "eta=2", "--set", "rungs=2"))
+    assert "successive halving (eta 2): rung 0 trains 3 candidate(s) x 1 seed(s)" in stdout
+    assert "rank agreement, rung 0 -> 1: cannot tell" in stdout  # two candidates at rung 1
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.rung) == [0, 0, 0, 1, 1] and (trials.state == "COMPLETE").all()
+    assert trials.budget[3] == 2 * trials.budget[0] and trials.epochs[3] == pytest.approx(2 * trials.epochs[0])
+    best = json.loads((out / "best.json").read_text())
+    assert best["rung"] == 1 and best["rank_agreement"][0]["n"] == 2

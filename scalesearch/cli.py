@@ -362,6 +362,9 @@ def grid(
         typer.echo(note, err=True)
 
 
+LONG_WORK = 2 * 3600  # seconds of estimated training above which a search warns before it starts
+
+
 class _GridPrinter:
     """Prints the events of a search as they come."""
 
@@ -390,6 +393,10 @@ class _GridPrinter:
                        f"({event.todo} to train), {event.images_per_trial:,} images each{eta}")
             if event.halving:
                 typer.echo(event.halving)
+            if event.seconds and event.seconds > LONG_WORK:
+                typer.echo(f"warning: about {_duration(event.seconds)} of training on this machine; a cheaper proxy "
+                           f"first: --resolution R --keep-maps, --set data.train_subset=N, fewer --epochs, "
+                           f"--max-trials or --seeds, or --fidelity halving (docs/method.md)")
         elif isinstance(event, StudyStarted) and event.finished:
             typer.echo(f"resuming: {event.finished} finished trial(s) kept, {event.todo} to train")
         elif isinstance(event, TrialFinished) and not sys.stdout.isatty():
@@ -628,12 +635,15 @@ def curves(
     title: Optional[str] = typer.Option(None, "--title", help="The plot's title."),
 ) -> None:
     """Draw top-1 against FLOPs from saved results, one labelled curve or point set per run or method."""
-    from .curves import curves as draw
+    from .curves import curves as draw, mixed_data_note
 
     with user_errors():
         files = draw(paths, out, title)
     for path in files:
         typer.echo(str(path))
+    note = mixed_data_note(paths)
+    if note:
+        typer.echo(f"warning: {note}")
 
 
 def main() -> None:

@@ -155,6 +155,42 @@ def _none(path: Path) -> list[Series]:
                     f"or one of their CSV files (trials.csv, summary.csv, table3.csv, figure8.csv)")
 
 
+def data_set_of(path: str | Path) -> str | None:
+    """The data set a saved result was trained on, from its run folder's config.json (a grid
+    run's settings or a reproduction's identity); None when it does not say."""
+    import json
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    settings, identity = config.get("settings"), config.get("identity")
+    if isinstance(settings, dict):
+        data = settings.get("data")
+        found = data.get("dataset") if isinstance(data, dict) else settings.get("dataset")
+    elif isinstance(identity, dict):
+        found = identity.get("dataset")
+    else:
+        found = None
+    return str(found) if found is not None else None
+
+
+def mixed_data_note(paths: Sequence[str | Path]) -> str:
+    """A warning when the results come from more than one data set ("" otherwise): top-1 on
+    different held-out sets are not comparable, whatever the plot suggests."""
+    found = {str(p): data_set_of(p) for p in paths}
+    names = sorted({d for d in found.values() if d is not None})
+    if len(names) < 2:
+        return ""
+    return ("these results come from different data sets (" + "; ".join(f"{p}: {d}" for p, d in found.items()
+                                                                          if d is not None)
+            + "): their top-1 are not comparable with each other")
+
+
 def curves(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> list[Path]:
     """Draw every series of ``paths`` on one plot; writes OUT (.png) and its .svg twin."""
     from .plots import draw_curves
@@ -183,4 +219,4 @@ def curves(paths: Sequence[str | Path], out: str | Path, title: str | None = Non
     return draw_curves({"": series}, out.with_suffix(""), title=title or "top-1 against FLOPs")
 
 
-__all__ = ["Point", "Series", "curves", "load_series", "series_from_results"]
+__all__ = ["Point", "Series", "curves", "load_series", "mixed_data_note", "series_from_results"]

@@ -308,10 +308,6 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     if not (run / CANDIDATES).is_file():
         run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
     result = GridResult(out=run.path, candidates=table, resumed=resumed)
-    if dry_run:
-        result.files = [run / CONFIG, run / CANDIDATES]
-        return result
-
     target_ratio = target / base_cost.flops
     finished = run.finished()
     todo = [t for t in trials if t.id not in finished]
@@ -324,7 +320,9 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     if estimate and todo:
         from .trial import estimate_seconds
 
-        seconds = estimate_seconds(todo, context, settings.seed)
+        # A dry run times one step of 8 images: seconds, where the trial's batch of a large
+        # network at a large resolution would take minutes.
+        seconds = estimate_seconds(todo, context, settings.seed, **(dict(steps=1, batch=8) if dry_run else {}))
     from . import halving
 
     images = [halving.rung_images(settings, k, dataset.n_train)  # per trial, at each rung
@@ -335,6 +333,9 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     emit(Planned(candidates=len(chosen), seeds=settings.seeds, trials=len(trials), todo=len(todo),
                  images_per_trial=images[0], seconds=seconds,
                  halving=halving.plan_text(rungs, settings.eta) if settings.fidelity == "halving" else ""))
+    if dry_run:  # the plan and its estimate, nothing trained
+        result.files = [run / CONFIG, run / CANDIDATES]
+        return result
     started = time.time()
 
     def study(rung_trials: list[TrialSpec], below: list[TrialRow]) -> list[TrialRow]:

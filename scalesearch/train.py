@@ -306,30 +306,30 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
                        precision=form.precision, layout=form.layout)
 
 
-def seconds_per_image(model: nn.Module, dataset: Dataset, resolution: int, config: TrainConfig,
-                      steps: int = 3) -> float:
-    """Seconds a training image costs ``model`` in the trainer's own step (its form, optimizer,
-    clip and batches, on ``config.device`` and ``config.threads``): the mean of ``steps``
-    timed steps after one that pays for allocation.  The model's weights change; the
+def seconds_per_image(model: nn.Module, resolution: int, config: TrainConfig, batch: int,
+                      num_classes: int, steps: int = 3) -> float:
+    """Seconds a training image costs ``model`` in the trainer's own step (its form, optimizer
+    and clip, on ``config.device`` and ``config.threads``) at ``batch`` images a step: the mean
+    of ``steps`` timed steps, after one that pays for allocation, on a random batch of the
+    right shape (so nothing is rendered or decoded; cutting batches is a small part of a step on
+    every base measured, experiments/bench/trainer_vs_loop.py).  The model's weights change; the
     caller's random state does not."""
     device = torch.device(config.device)
-    _, batch = planned_steps(config, dataset.n_train)
     with _num_threads(config.threads if device.type == "cpu" else None), torch.random.fork_rng():
         torch.manual_seed(0)
         form = step_form(model, device, config.precision, config.layout)
         model.to(device, memory_format=form.memory_format).train()
         optimizer = make_optimizer(model, config, config.peak_lr(batch) / 25)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        batches = dataset.train_batches(resolution, batch, torch.Generator().manual_seed(0), device)
+        x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=form.memory_format)
+        y = torch.randint(0, num_classes, (batch,), device=device)
         timings = []
         with form.applied(model):
-            tick = time.perf_counter()
-            for x, y in _limit(batches, steps + 1):
-                loss, _ = _train_step(model, criterion, optimizer, x.contiguous(memory_format=form.memory_format),
-                                      y, form.autocast(device), config.clip_norm)
+            for _ in range(steps + 1):
+                tick = time.perf_counter()
+                loss, _ = _train_step(model, criterion, optimizer, x, y, form.autocast(device), config.clip_norm)
                 loss.item()  # waits for the device
                 timings.append(time.perf_counter() - tick)
-                tick = time.perf_counter()
     warm = timings[1:] or timings
     return sum(warm) / len(warm) / batch
 

@@ -55,14 +55,15 @@ def execute(trial: TrialSpec, context: TrialContext, data_seed: int, backend: st
 
 
 def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_seed: int,
-                     steps: int = 3) -> float:
+                     steps: int = 3, batch: int | None = None) -> float:
     """Seconds to train ``trials``, from a few timed steps of the cheapest and dearest network.
 
     The steps are the trainer's own (``train.seconds_per_image``: the form ``step_form``
-    picks, the recipe's optimizer and clip, the trial's device and threads).  Time per image
-    is taken as linear in FLOPs between the two measured networks; each evaluation (after
-    every ``eval_every`` epochs and at the end) adds the held-out split and the batch-norm
-    recalibration images at a third of a training image each (a forward pass only).
+    picks, the recipe's optimizer and clip, the trial's device and threads), at the recipe's
+    batch or at ``batch`` (a quick, rougher figure: a dry run times one step of 8 images).
+    Time per image is taken as linear in FLOPs between the two measured networks; each
+    evaluation (after every ``eval_every`` epochs and at the end) adds the held-out split and
+    the batch-norm recalibration images at a third of a training image each (a forward pass).
     """
     import math
 
@@ -81,16 +82,18 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         config = dataclasses.replace(trial.recipe, device=device, threads=context.threads)
         with torch.random.fork_rng():  # the caller's random state is left as it was
             model = build_model(trial.spec, trial.recipe)
-        per_image.append((trial.flops, seconds_per_image(model, dataset, trial.spec.resolution, config, steps)))
+        timed = batch or planned_steps(trial.recipe, dataset.n_train)[1]
+        per_image.append((trial.flops, seconds_per_image(model, trial.spec.resolution, config, timed,
+                                                         trial.spec.num_classes, steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]
     slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
     seconds = 0.0
     for trial in trials:
         recipe = trial.recipe
-        total, batch = planned_steps(recipe, dataset.n_train)
-        epochs = total * batch / dataset.n_train
+        total, batch_size = planned_steps(recipe, dataset.n_train)
+        epochs = total * batch_size / dataset.n_train
         evaluations = 1 + (math.ceil(epochs) - 1) // recipe.eval_every if recipe.eval_every else 1
         recalibration = min(recipe.bn_recalibration, dataset.n_train)
-        images = total * batch + evaluations * (dataset.n_val + recalibration) / 3
+        images = total * batch_size + evaluations * (dataset.n_val + recalibration) / 3
         seconds += images * max(t0 + slope * (trial.flops - f0), 0.0)
     return seconds

@@ -310,9 +310,10 @@ def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
     from scalesearch.grid import run_grid
     from scalesearch.settings import build_settings
 
-    for name, beta_max in (("gridA", 1.3), ("gridB", 1.5)):
+    for name, beta_max, data in (("gridA", 1.3, "synthetic"), ("gridB", 1.5, "synthetic"),
+                                 ("gridC", 1.3, "synthetic:hard")):
         flags = dict(base="resnet20-cifar", train_subset=64, val_subset=32, alpha_max=1.6, beta_max=beta_max,
-                     step=0.1, phi_max=2, max_trials=3, out=str(tmp_path / name))
+                     step=0.1, phi_max=2, max_trials=3, out=str(tmp_path / name), dataset=data)
         run_grid(build_settings({}, flags), backend=FakeBackend(), progress=False, estimate=False)
     result, _ = run(tmp_path, "repro")
     labels = [s.label for p in ("gridA", "gridB", "repro") for s in load_series(tmp_path / p)]
@@ -327,6 +328,10 @@ def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
                                "--out", tmp_path / "all.png")
     assert code == 0, stderr
     assert (tmp_path / "all.png").stat().st_size > 10_000 and (tmp_path / "all.svg").is_file()
+    assert "different data sets" not in stdout
+    code, stdout, _ = cli("curves", tmp_path / "gridA", tmp_path / "gridC", "--out", tmp_path / "mixed.png")
+    assert code == 0 and f"warning: these results come from different data sets ({tmp_path / 'gridA'}: synthetic; " \
+        f"{tmp_path / 'gridC'}: synthetic:hard): their top-1 are not comparable with each other" in stdout
     code, _, stderr = cli("curves", tmp_path / "gridA", "--out", tmp_path / "all.png")
     assert code == 2 and "exists" in stderr                           # never overwritten
 

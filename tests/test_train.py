@@ -446,8 +446,8 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
 
     measured = []
 
-    def fake(model, dataset, resolution, config, steps=3):
-        measured.append((resolution, config.threads, config.device))
+    def fake(model, resolution, config, batch, num_classes, steps=3):
+        measured.append((resolution, config.threads, config.device, batch, num_classes))
         return 1e-3 * resolution / 16  # 16 px: 1 ms an image, 32 px: 2 ms
 
     monkeypatch.setattr(train_module, "seconds_per_image", fake)
@@ -459,7 +459,9 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
     context = TrialContext(DataSettings(dataset="synthetic:easy", train_subset=96, val_subset=36), device="cpu",
                            threads=1)
     seconds = estimate_seconds(trials, context, 0)
-    assert measured == [(16, 1, "cpu"), (32, 1, "cpu")]  # the two ends only
+    assert measured == [(16, 1, "cpu", 32, 4), (32, 1, "cpu", 32, 4)]  # the two ends, at the recipe's batch
+    estimate_seconds(trials, context, 0, steps=1, batch=8)
+    assert measured[2:] == [(16, 1, "cpu", 8, 4), (32, 1, "cpu", 8, 4)]  # a dry run's quick figure
     # 96 images, batch 32: 6 steps of 2 epochs = 192 images, 2 evaluations of 36 + 64 images at a third.
     per_trial = 192 + 2 * (36 + 64) / 3
     assert seconds == pytest.approx(per_trial * (1e-3 + 2e-3 + 1.5e-3))
@@ -469,7 +471,7 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
 def test_seconds_per_image_times_the_trainers_step_and_leaves_the_random_state(dataset):
     from scalesearch.train import seconds_per_image
 
+    model = tiny_model(dataset.num_classes)
     state = torch.get_rng_state()
-    seconds = seconds_per_image(tiny_model(dataset.num_classes), dataset, RESOLUTION,
-                                TrainConfig(batch_size=16, threads=1), steps=2)
+    seconds = seconds_per_image(model, RESOLUTION, TrainConfig(threads=1), 16, dataset.num_classes, steps=2)
     assert 0 < seconds < 10 and torch.equal(torch.get_rng_state(), state)

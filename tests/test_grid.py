@@ -148,6 +148,15 @@ def test_ray_backend_joins_a_loopback_head(tmp_path, proxy, proxy_run):
         ours = trials.set_index("trial")[["top1", "loss"]]
         theirs = optuna_trials.set_index("trial").loc[ours.index, ["top1", "loss"]]
         assert (ours.values == theirs.values).all(), (ours, theirs)
+        # Successive halving under Ray: a Tune run per rung in one process, rows per rung.
+        halved = tmp_path / "ray-halving"
+        stdout = ok(run_process("grid", *proxy, "--max-trials", "2", "--backend", "ray", "--address",
+                                f"127.0.0.1:{port}", "--fidelity", "halving", "--set", "eta=2", "--set", "rungs=2",
+                                "--out", halved, "--no-estimate", env=env, timeout=600))
+        rungs = pd.read_csv(halved / "trials.csv")
+        assert list(rungs.rung) == [0, 0, 1, 1] and set(rungs.backend) == {"ray"} and rungs.trial.is_unique
+        assert (rungs.set_index("trial").loc[ours.index, ["top1", "loss"]].values == ours.values).all()
+        assert rungs.budget[2] == 2 * rungs.budget[0] and "rank agreement, rung 0 -> 1" in stdout
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env={**os.environ, **env},
                        timeout=120)

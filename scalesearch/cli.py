@@ -387,6 +387,8 @@ class _GridPrinter:
                 typer.echo(event.geometry)
             if event.lost:
                 typer.echo(f"warning: {event.lost}")
+            if event.precision:
+                typer.echo(f"warning: {event.precision}")
         elif isinstance(event, Planned):
             eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
             typer.echo(f"training {event.candidates} candidate(s) x {event.seeds} seed(s) = {event.trials} trials "

@@ -50,6 +50,7 @@ class Measured:
     resumed: bool
     geometry: str = ""            # what --keep-maps did to the proxy's strides ("" without it)
     lost: str = ""                # a dimension no kept candidate scales, said before training
+    precision: str = ""           # a precision given against the measured rule, said before training
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,25 @@ def lost_dimension_note(kept: list[Candidate], base: NetworkSpec, settings: Sear
     return (f"every kept candidate has {' and '.join(n.split()[0] + ' = 1' for n in names)}: at {base.resolution}px "
             f"this grid cannot scale {' or '.join(n.split()[1].strip('()') for n in names)}, so the search compares "
             f"one dimension fewer{hint}")
+
+
+def precision_note(base: NetworkSpec, settings: SearchSettings) -> str:
+    """A warning when ``--precision bf16`` is given on a CPU for a network with depthwise
+    convolutions, the kind the measured rule keeps in fp32 (train.step_form)."""
+    if settings.train.precision != "bf16":
+        return ""
+    from torch import nn
+
+    from .models import build
+    from .trial import resolve_device
+
+    if resolve_device(settings.backend.device) != "cpu":
+        return ""
+    if not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in build(base, device="meta").modules()):
+        return ""
+    return (f"--precision bf16 on {base.name}, which has depthwise convolutions: on a CPU they train slower in "
+            f"bf16 than in fp32 (docs/performance.md), and a narrow one did not repeat bit for bit; "
+            f"--precision auto keeps such networks in fp32")
 
 
 def family_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
@@ -240,7 +260,8 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     kept = [c for c in table if c.kept]
     geometry = _geometry_text(settings, dataset.num_classes) if settings.keep_maps else ""
     emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
-                  resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings)))
+                  resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings),
+                  precision=precision_note(base, settings)))
     if not kept:
         counts = drop_counts(table)
         closest = min(table, key=lambda c: abs(c.flops * 1.0 / target - 1))

@@ -152,3 +152,14 @@ def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_
     bad = cli(*QUICK, "--precision", "fp16", "--out", tmp_path / "other")
     assert bad.exit_code != 0 and "train setting 'precision' must be one of auto, fp32, bf16 (got 'fp16')" in bad.output
     assert not (tmp_path / "other").exists()
+
+
+def test_bf16_given_for_a_depthwise_network_on_a_cpu_is_warned_about(tmp_path):
+    """The measured rule keeps depthwise networks fp32 on a CPU; asking for bf16 is allowed, with
+    a warning before anything trains; a dense network gets none."""
+    quick = [a if a != "resnet20-cifar" else "mobilenetv2" for a in QUICK] + ["--resolution", "32"]
+    warned = cli(*quick, "--precision", "bf16", "--set", "device=cpu", "--out", tmp_path / "a")
+    assert warned.exit_code == 0 and "warning: --precision bf16 on mobilenetv2, which has depthwise convolutions" \
+        in warned.output
+    dense = cli(*QUICK, "--precision", "bf16", "--set", "device=cpu", "--out", tmp_path / "b")
+    assert dense.exit_code == 0 and "depthwise" not in dense.output

@@ -206,7 +206,8 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
         raise UserError(f"--budget '{budget}' must be a multiple of the run's budget above 1, such as 4x")
     run.open_to_read((CONFIG, CANDIDATES, TRIALS))
     settings = load_settings(run / CONFIG)
-    ranked = [s for s in summarize(run.trials().values()) if s.ranked][:top]
+    # The run's own budget: under successive halving, its rung 0 (every candidate at that budget).
+    ranked = [s for s in summarize(r for r in run.trials().values() if r.rung == 0) if s.ranked][:top]
     if len(ranked) < 2:
         raise UserError(f"'{run.path}' has {len(ranked)} healthily trained candidate(s): a ranking needs 2 or more")
     recipe = settings.train
@@ -214,7 +215,7 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
               else recipe.replace(epochs=recipe.epochs * factor.value))
     out = run.path / f"check-proxy-{factor.value:g}x"
     checked = settings.replace(train=bigger, candidates=tuple(s.candidate for s in ranked), max_trials=None,
-                               out=str(out))
+                               out=str(out), fidelity="full")  # every candidate at the larger budget
     result = run_grid(checked, backend=backend, progress=progress, estimate=estimate, on_event=on_event)
     small = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in ranked}
     large = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in result.summaries if s.ranked}

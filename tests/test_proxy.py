@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -152,12 +153,12 @@ def test_kendall_and_spearman_on_known_rankings():
     assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))  # tau-b with a tie
 
 
-def _check(tmp_path, score, name):
+def _check(tmp_path, score, name, **flags):
     from scalesearch.api import check_proxy
 
     settings = build_settings({}, dict(base="resnet20-cifar", target_flops="2x", train_subset=64, val_subset=32,
                                        step=0.1, alpha_max=1.6, beta_max=1.5, max_trials=5, order="id", seeds=2,
-                                       epochs=1.0, phi_max=1, out=str(tmp_path / name)))
+                                       epochs=1.0, phi_max=1, out=str(tmp_path / name), **flags))
     run_grid(settings, backend=FakeBackend(score=score), progress=False, estimate=False)
     return check_proxy(tmp_path / name, "4x", top=5, progress=False, estimate=False, backend=FakeBackend(score=score))
 
@@ -176,6 +177,21 @@ def test_check_proxy_when_the_budgets_agree(tmp_path):
     assert (check / "agreement.png").stat().st_size > 10_000
     again = _check(tmp_path, score, "agree")   # resumed: nothing trained twice, the same answer
     assert again["tau"] == record["tau"] and again["low"] == record["low"]
+
+
+def test_check_proxy_of_a_halving_run_starts_from_its_rung_0(tmp_path):
+    """Under successive halving the run's own budget is rung 0's, where every candidate trained:
+    check-proxy compares those scores with the larger budget, not the promoted ones' higher rung."""
+    def score(trial):
+        return 0.2 + 0.05 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
+
+    record = _check(tmp_path, score, "halved", fidelity="halving", eta=2, rungs=2)
+    rung0 = pd.read_csv(tmp_path / "halved" / "trials.csv").query("rung == 0")
+    assert record["n"] == 4 and sorted(p["candidate"] for p in record["candidates"]) == sorted(set(rung0.candidate))
+    for point in record["candidates"]:
+        assert point["small"] == list(rung0[rung0.candidate == point["candidate"]].sort_values("seed").top1)
+    larger = pd.read_csv(tmp_path / "halved" / "check-proxy-4x" / "trials.csv")
+    assert set(larger.rung) == {0} and len(larger) == 8 and set(larger.budget) == {4 * rung0.budget.iloc[0]}
 
 
 def test_check_proxy_when_the_bigger_budget_reverses_the_ranking(tmp_path):

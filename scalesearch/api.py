@@ -105,10 +105,12 @@ UNTRAINED = ("untrained: freshly initialised weights of the member's architectur
              "short proxies at phi = 1 and keeps no weights); train it in your own pipeline")
 
 
-def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: int | None = None) -> list[Path]:
+def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: int | None = None,
+                  in_channels: int | None = None) -> list[Path]:
     """Write family member ``phi`` of a run: spec.yaml, model.pt (an untrained state_dict)
     and meta.json (its cost, and what its weights are).  ``num_classes`` sets the classifier
-    for your own data set (default: the searched data set's)."""
+    and ``in_channels`` the image channels the stem takes (1 for grayscale, 4 for RGB and
+    near-infrared...) for your own data (defaults: the searched data set's, and 3)."""
     import torch
 
     from .cost import count_cost
@@ -130,6 +132,10 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: i
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 1_000_000:
             raise UserError(f"--num-classes must be a whole number from 1 to 1,000,000 (got {num_classes!r})")
         spec = spec.replace(num_classes=num_classes)
+    if in_channels is not None:
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= 1_024:
+            raise UserError(f"--in-channels must be a whole number from 1 to 1,024 (got {in_channels!r})")
+        spec = spec.replace(in_channels=in_channels)
     model = build(spec)
     cost = count_cost(spec)
     out.mkdir(parents=True, exist_ok=True)

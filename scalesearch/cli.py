@@ -210,6 +210,7 @@ def export(
     phi: int = typer.Option(..., "--phi", help="Which family member (a phi of the run's family.csv)."),
     out: str = typer.Option(..., "--out", help="A new folder for spec.yaml, model.pt and meta.json."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="The classifier's classes (default: the searched data set's)."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="The image channels the stem takes (default 3; 1 for grayscale)."),
 ) -> None:
     """Write a family member's spec (YAML) and its built, untrained module (state_dict) for your own pipeline."""
     from .api import export_member
@@ -217,7 +218,7 @@ def export(
     from .api import UNTRAINED
 
     with user_errors():
-        files = export_member(run_dir, phi, out, num_classes)
+        files = export_member(run_dir, phi, out, num_classes, in_channels)
     for path in files:
         typer.echo(str(path))
     typer.echo(f"note: model.pt is {UNTRAINED}")

@@ -236,7 +236,7 @@ def count_cost_plain(spec: NetworkSpec) -> Cost:
     check_memory(list(iter_parts(spec)))
     with torch.no_grad():
         model = build(spec).eval()
-        counts = _analysis(model, torch.zeros(1, 3, spec.resolution, spec.resolution)).by_operator()
+        counts = _analysis(model, torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)).by_operator()
     flops, other, acts = split_counts(counts)
     return Cost(sum(p.numel() for p in model.parameters()), flops, other, acts)
 

@@ -112,9 +112,9 @@ def conv_bn(cin: int, cout: int, kernel: int, stride: int, size: int, groups: in
 
 # -- part twins: (the part key's arguments) -> (Tally, output size) ----------------------
 
-def stem(cout: int, kernel: int, stride: int, pool: bool, size: int) -> tuple[Tally, int]:
-    """``models.Stem``: conv_bn_act on the 3-channel image, then an optional 3x3 stride-2 max-pool."""
-    tally, out = conv_bn(3, cout, kernel, stride, size)
+def stem(cin: int, cout: int, kernel: int, stride: int, pool: bool, size: int) -> tuple[Tally, int]:
+    """``models.Stem``: conv_bn_act on the cin-channel image, then an optional 3x3 stride-2 max-pool."""
+    tally, out = conv_bn(cin, cout, kernel, stride, size)
     if pool:
         pooled, out = max_pool2d(cout, out)
         tally = tally + pooled
@@ -217,8 +217,8 @@ def part_tally(key: tuple) -> tuple[Tally, int] | None:
     """
     kind, *args = key
     if kind == "stem":
-        cout, kernel, stride, pool, _act, size = args
-        return stem(cout, kernel, stride, pool, size)
+        cin, cout, kernel, stride, pool, _act, size = args
+        return stem(cin, cout, kernel, stride, pool, size)
     if kind == "head":
         cin, channels, classes, _dropout, _act, size = args
         return head(cin, channels, classes, size), 1

@@ -94,6 +94,10 @@ def search_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
     """The base as searched: the data set's class count, at ``resolution`` when given, with
     its early strides adapted to keep the native last feature map under ``keep_maps``."""
     base = get_base(settings.base).replace(num_classes=num_classes)
+    if base.in_channels != 3:
+        raise UserError(f"base '{settings.base}' takes {base.in_channels}-channel images (in_channels), but the data "
+                        f"sets scalesearch trains on are RGB: search with in_channels 3, then `scalesearch export "
+                        f"--in-channels {base.in_channels}`")
     if settings.keep_maps:
         from .proxy import keep_maps
 

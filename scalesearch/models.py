@@ -176,9 +176,9 @@ class Head(nn.Module):
 
 
 class Stem(nn.Module):
-    def __init__(self, cout: int, kernel: int, stride: int, pool: bool, act: str) -> None:
+    def __init__(self, cout: int, kernel: int, stride: int, pool: bool, act: str, cin: int = 3) -> None:
         super().__init__()
-        self.conv = conv_bn_act(3, cout, kernel, stride, act=act)
+        self.conv = conv_bn_act(cin, cout, kernel, stride, act=act)
         self.pool = nn.MaxPool2d(3, 2, 1) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,8 +196,8 @@ class Part:
     def build(self, feature_norm: bool = False) -> nn.Module:
         kind, *args = self.key
         if kind == "stem":
-            cout, kernel, stride, pool, act, _ = args
-            return Stem(cout, kernel, stride, pool, act)
+            cin, cout, kernel, stride, pool, act, _ = args
+            return Stem(cout, kernel, stride, pool, act, cin)
         if kind == "head":
             cin, channels, classes, dropout, act, _ = args
             return Head(cin, channels, classes, dropout, act, feature_norm)
@@ -214,7 +214,7 @@ def iter_parts(spec: NetworkSpec) -> Iterator[Part]:
     for site in layer_inputs(spec):
         shape = (site.in_channels, site.size, site.size)
         if site.part == "stem":
-            yield Part(("stem", spec.stem.out_channels, spec.stem.kernel, spec.stem.stride,
+            yield Part(("stem", site.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride,
                         spec.stem.pool, act, site.size), shape, "stem")
         elif site.part == "head":
             yield Part(("head", site.in_channels, spec.head.channels, spec.num_classes,

@@ -73,6 +73,7 @@ class NetworkSpec:
     head: HeadSpec = HeadSpec()
     resolution: int = 224
     num_classes: int = 1000
+    in_channels: int = 3                 # the image's channels (the data sets scalesearch reads are RGB)
     activation: str = "relu"
     # Where the spec came from after scaling: (d, w, r) relative to its base.
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -145,7 +146,7 @@ def layer_inputs(spec: NetworkSpec) -> Iterator[LayerInput]:
     first layer of a stage carries the stage's stride, the others stride 1.
     """
     size = spec.resolution
-    yield LayerInput("stem", 0, 0, 3, size, spec.stem.stride)
+    yield LayerInput("stem", 0, 0, spec.in_channels, size, spec.stem.stride)
     size = output_size(size, spec.stem.stride)
     if spec.stem.pool:
         size = output_size(size, 2)
@@ -173,6 +174,7 @@ MAX_RESOLUTION = 10_000
 MAX_LAYERS = 10_000      # per stage
 MAX_KERNEL = 63
 MAX_CLASSES = 1_000_000
+MAX_IN_CHANNELS = 1_024   # a multispectral stack, not an RGB image
 MAX_EXPAND_RATIO = 64.0
 STRIDES = (1, 2)
 
@@ -268,6 +270,7 @@ def validate(spec: NetworkSpec) -> None:
     _require(isinstance(spec.name, str) and spec.name != "", "name", spec.name, "must be a non-empty string")
     _int(spec.resolution, "resolution", 1, MAX_RESOLUTION, "resolution")
     _int(spec.num_classes, "num_classes", 1, MAX_CLASSES, "classes")
+    _int(spec.in_channels, "in_channels", 1, MAX_IN_CHANNELS, "input channels")
     _require(isinstance(spec.activation, str) and spec.activation in ACTIVATIONS, "activation",
              spec.activation, f"must be one of {', '.join(ACTIVATIONS)}")
     _require(isinstance(spec.scale, tuple) and len(spec.scale) == 3, "scale", spec.scale,

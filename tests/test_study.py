@@ -246,3 +246,33 @@ def test_export_and_create_model_match_the_family(tmp_path):
         export_member(result.out, 1, tmp_path / "export")
     with pytest.raises(UserError, match="phi 9 is not in"):
         export_member(result.out, 9, tmp_path / "export9")
+
+
+def test_export_takes_other_image_channels_and_a_search_refuses_them(tmp_path):
+    """A grayscale (or multispectral) member: the stem takes in_channels, counted the same by
+    the analytic counter and fvcore; a search, whose data sets are RGB, refuses such a base."""
+    import json
+
+    import torch
+
+    from scalesearch.api import export_member, load_model
+    from scalesearch.cost import count_cost, count_cost_plain
+    from scalesearch.spec import load_spec, save_spec
+
+    result, _ = grid(settings(tmp_path, max_trials=2))
+    export_member(result.out, 1, tmp_path / "gray", in_channels=1, num_classes=5)
+    model = load_model(tmp_path / "gray")
+    assert model.spec.in_channels == 1 and model(torch.zeros(2, 1, 32, 32)).shape == (2, 5)
+    rgb = load_spec(tmp_path / "gray" / "spec.yaml").replace(in_channels=3)
+    gray, four = rgb.replace(in_channels=1), rgb.replace(in_channels=4)
+    assert count_cost(gray) == count_cost_plain(gray) and count_cost(four) == count_cost_plain(four)
+    # The stem's first convolution is the only difference: out elements x 9 per extra input channel.
+    side = -(-rgb.resolution // rgb.stem.stride)  # the stem's output map, same-padded
+    assert count_cost(four).flops - count_cost(gray).flops == 3 * rgb.stem.kernel ** 2 * side ** 2 * rgb.stem.out_channels
+    meta = json.loads((tmp_path / "gray" / "meta.json").read_text())
+    assert meta["flops"] == count_cost(gray).flops
+    with pytest.raises(UserError, match="--in-channels must be a whole number from 1 to 1,024 \\(got 0\\)"):
+        export_member(result.out, 1, tmp_path / "zero", in_channels=0)
+    save_spec(four, tmp_path / "four.yaml")
+    with pytest.raises(UserError, match="takes 4-channel images .* export --in-channels 4"):
+        grid(settings(tmp_path, "four", base=str(tmp_path / "four.yaml")))

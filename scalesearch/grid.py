@@ -133,14 +133,11 @@ def precision_note(base: NetworkSpec, settings: SearchSettings) -> str:
     convolutions, the kind the measured rule keeps in fp32 (train.step_form)."""
     if settings.train.precision != "bf16":
         return ""
-    from torch import nn
-
     from .models import build
+    from .train import has_grouped_convolutions
     from .trial import resolve_device
 
-    if resolve_device(settings.backend.device) != "cpu":
-        return ""
-    if not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in build(base, device="meta").modules()):
+    if resolve_device(settings.backend.device) != "cpu" or not has_grouped_convolutions(build(base, device="meta")):
         return ""
     return (f"--precision bf16 on {base.name}, which has depthwise convolutions: on a CPU they train slower in "
             f"bf16 than in fp32 (docs/performance.md), and a narrow one did not repeat bit for bit; "
@@ -206,12 +203,9 @@ def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSett
                 n_train: int | None = None) -> list[TrialSpec]:
     """The study: each chosen candidate's scaled spec x ``seeds`` seeds (seed, seed + 1, ...);
     with ``n_train`` each trial knows its budget in training images."""
-    images = None
-    if n_train is not None:
-        from .train import planned_steps
+    from .halving import rung_images
 
-        steps, batch = planned_steps(settings.train, n_train)
-        images = steps * batch
+    images = rung_images(settings, 0, n_train) if n_train is not None else None
     trials = []
     for c in chosen:
         spec = c.spec(base, settings.rounding)

@@ -69,11 +69,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     best = trials[0]  # summaries rank the top rung first (halving), then by mean top-1
     config = flatten(recorded.get("settings") or {})
     title = f"{config.get('base', '')} at phi = 1, target {config.get('target_flops', '')} FLOPs, {config.get('dataset', '')}"
-    budgets = {r["rung"]: r["budget"] for r in trials if r.get("rung")}
-    if budgets:  # successive halving: points at different budgets, each candidate at its highest rung
-        budgets[0] = next((r["budget"] for r in trials if not r.get("rung")), None)
+    halved = any(r["rung"] for r in trials)  # successive halving: each candidate at its highest rung
+    if halved:
+        budgets = {r["rung"]: r["budget"] for r in trials}
         title += "\neach candidate at its highest halving rung (" + ", ".join(
-            f"r{k}: {b:,} images" for k, b in sorted(budgets.items()) if b) + ")"
+            f"r{k}: {b:,} images" for k, b in sorted(budgets.items())) + ")"
     written = []
 
     # 1. top-1 against measured FLOPs.
@@ -88,7 +88,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                edgecolor="k", linewidth=0.4)
     for name, colour in zip(("depth-heavy", "width-heavy", "resolution-heavy"), GROWTH_COLOURS):
         ax.scatter([], [], color=colour, label=name, s=36, edgecolor="k", linewidth=0.4)  # legend entries
-    if budgets:
+    if halved:
         for r, x, y in zip(trials, flops, top1):
             ax.annotate(f"r{r['rung']}", (x, y), textcoords="offset points", xytext=(6, -3), fontsize=7)
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",

@@ -268,21 +268,22 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
     clipped = torch.zeros((), device=device)  # steps whose gradient norm the clip cut down
     train_seconds = 0.0
     top1 = loss = train_loss = math.nan
-    with bar, form.applied(model):
+    with bar:
         while step < total:
             epoch += 1
             tick = time.perf_counter()
             model.train()
             loss_sum, batches = torch.zeros((), device=device), 0
-            for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
-                loss, norm = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout), y,
-                                         form.autocast(device), config.clip_norm)
-                loss_sum += loss
-                if norm is not None:
-                    clipped += norm > config.clip_norm
-                schedule.step()
-                step, batches = step + 1, batches + 1
-                _update_bar(bar, step, loss_sum, batches, batch, tick, device)
+            with form.applied(model):  # evaluate and recalibrate_bn apply the form themselves
+                for x, y in _limit(dataset.train_batches(resolution, batch, generator, device), total - step):
+                    loss, norm = _train_step(model, criterion, optimizer, x.contiguous(memory_format=layout), y,
+                                             form.autocast(device), config.clip_norm)
+                    loss_sum += loss
+                    if norm is not None:
+                        clipped += norm > config.clip_norm
+                    schedule.step()
+                    step, batches = step + 1, batches + 1
+                    _update_bar(bar, step, loss_sum, batches, batch, tick, device)
             _synchronize(device)
             train_seconds += time.perf_counter() - tick
             train_loss = loss_sum.item() / batches
@@ -607,7 +608,7 @@ def step_form(model: nn.Module, device: torch.device, precision: str = "auto", l
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     device = torch.device(device)
-    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+    grouped = has_grouped_convolutions(model)
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16"
@@ -637,9 +638,9 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
-    """The memory format ``step_form`` picks for ``model`` on ``device`` by default."""
-    return step_form(model, device).memory_format
+def has_grouped_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` has a grouped (depthwise) convolution: what splits the step-form rule."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
 
 
 def _synchronize(device: torch.device) -> None:

@@ -57,7 +57,7 @@ def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     """The spec of family member ``phi`` of a finished grid run (as family.csv lists it)."""
     from .grid import family_base
     from .settings import load_settings
-    from .study import CONFIG, FAMILY, RunDir, read_csv
+    from .rundir import CONFIG, FAMILY, RunDir, read_csv
 
     run = Path(run_dir)
     if not _is_run(run):
@@ -116,7 +116,7 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: i
     from .cost import count_cost
     from .models import build
     from .spec import save_spec
-    from .study import writable_problem
+    from .rundir import writable_problem
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -200,7 +200,9 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     from .gridspace import parse_budget
     from .plots import draw_agreement
     from .settings import load_settings
-    from .study import CANDIDATES, CONFIG, TRIALS, RunDir, summarize
+    from .ranking import summarize
+    from .rows import TRIALS
+    from .rundir import CANDIDATES, CONFIG, RunDir
 
     run = RunDir(run_dir)
     if not run.exists:

@@ -370,8 +370,8 @@ class _GridPrinter:
     """Prints the events of a search as they come."""
 
     def __call__(self, event) -> None:  # noqa: ANN001
-        from .grid import Measured, Planned, dropped_summary
-        from .study import StudyStarted, TrialFinished
+        from .grid import Measured, dropped_summary
+        from .study import Planned, StudyStarted, TrialFinished
 
         if isinstance(event, Measured):
             kept = [c for c in event.rows if c.kept]
@@ -391,15 +391,17 @@ class _GridPrinter:
             if event.precision:
                 typer.echo(f"warning: {event.precision}")
         elif isinstance(event, Planned):
+            if event.models:
+                typer.echo(_models_table(event.models))
             eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
-            typer.echo(f"training {event.candidates} candidate(s) x {event.seeds} seed(s) = {event.trials} trials "
-                       f"({event.todo} to train), {event.images_per_trial:,} images each{eta}")
+            each = f", {event.images_per_trial:,} images each" if event.images_per_trial else ""
+            typer.echo(f"training {event.units} {event.unit} x {event.seeds} seed(s) = {event.trials} trials "
+                       f"({event.todo} to train){each}{eta}")
             if event.halving:
                 typer.echo(event.halving)
             if event.seconds and event.seconds > LONG_WORK:
-                typer.echo(f"warning: about {_duration(event.seconds)} of training on this machine; a cheaper proxy "
-                           f"first: --resolution R --keep-maps, --set data.train_subset=N, fewer --epochs, "
-                           f"--max-trials or --seeds, or --fidelity halving (docs/method.md)")
+                typer.echo(f"warning: about {_duration(event.seconds)} of training on this machine; a cheaper run "
+                           f"first: {event.cheaper}")
         elif isinstance(event, StudyStarted) and event.finished:
             typer.echo(f"resuming: {event.finished} finished trial(s) kept, {event.todo} to train")
         elif isinstance(event, TrialFinished) and not sys.stdout.isatty():
@@ -451,7 +453,7 @@ def _summary(result, recipe) -> None:  # noqa: ANN001 - GridResult, TrainConfig
         typer.echo(f"DIVERGED: trial {r.trial} ({r.diverged}); never ranked")
     _plateau_hint(diverged, recipe)
     if result.verdict is not None:
-        from .study import comparable, compare
+        from .ranking import comparable, compare
 
         typer.echo(result.verdict.text)
         ranked = comparable(result.summaries)  # the best's rung only: one budget
@@ -570,8 +572,7 @@ def reproduce(
                                  backend_settings=backend_flags)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
-    if dry_run:
-        typer.echo(_models_table(result.models))
+    if dry_run:  # the table of rows was printed with the plan
         typer.echo(f"dry run: every row built and counted, nothing trained: {result.out / (name + '.csv')}")
     else:
         typer.echo("=" * 78)
@@ -593,15 +594,10 @@ class _ReproducePrinter(_GridPrinter):
     """Prints a reproduction's events, and those of its grid searches."""
 
     def __call__(self, event) -> None:  # noqa: ANN001
-        from .reproduce import Planned, SearchStarted
+        from .reproduce import SearchStarted
 
         if isinstance(event, SearchStarted):
             typer.echo(f"compound coefficients for {event.base}: phi = 1 grid search in {event.out}")
-        elif isinstance(event, Planned):
-            typer.echo(_models_table(event.models))
-            eta = f"; estimated {_duration(event.seconds)} on this machine" if event.seconds else ""
-            typer.echo(f"training {len(event.models)} models x {event.seeds} seed(s) = {event.trials} trials "
-                       f"({event.todo} to train){eta}")
         else:
             super().__call__(event)
 

@@ -99,7 +99,9 @@ def load_series(path: str | Path) -> list[Series]:
 
     A file read from a run folder is checked against the checksum recorded when it was
     written (as a resume would), so a damaged file is refused instead of plotted."""
-    from .study import TRIALS, RunDir, TrialRow, read_csv, summarize
+    from .ranking import summarize
+    from .rows import TRIALS, TrialRow
+    from .rundir import RunDir, read_csv
 
     path = Path(path)
     if not path.exists():
@@ -202,7 +204,7 @@ def curves(paths: Sequence[str | Path], out: str | Path, title: str | None = Non
         raise UserError(f"--out '{out}' must end in .png or .svg")
     if out.parent and not out.parent.is_dir():
         raise UserError(f"--out '{out}': folder '{out.parent}' does not exist")
-    from .study import writable_problem
+    from .rundir import writable_problem
 
     problem = writable_problem(out.parent)
     if problem:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .backends import get_backend
 from .bases import get_base
@@ -31,9 +31,10 @@ from .errors import UserError
 from .gridspace import Candidate, candidates, drop_counts
 from .settings import SearchSettings
 from .spec import NetworkSpec
-from .study import (BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, SUMMARY_COLUMNS, RunDir, Summary, TrialContext,
-                    TrialRow, TrialSpec, Verdict, TrialFinished, run_study, summarize, ties, verdict)
-from .trial import load_dataset
+from .ranking import SUMMARY_COLUMNS, Summary, Verdict, summarize, ties, verdict
+from .rows import TrialContext, TrialRow, TrialSpec
+from .rundir import BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, RunDir
+from .study import check_same, load_data, locked, open_run, run_trials
 
 Event = Any
 
@@ -51,19 +52,6 @@ class Measured:
     geometry: str = ""            # what --keep-maps did to the proxy's strides ("" without it)
     lost: str = ""                # a dimension no kept candidate scales, said before training
     precision: str = ""           # a precision given against the measured rule, said before training
-
-
-@dataclass(frozen=True)
-class Planned:
-    """What training will cost, before it starts."""
-
-    candidates: int
-    seeds: int
-    trials: int
-    todo: int
-    images_per_trial: int
-    seconds: float | None
-    halving: str = ""             # under --fidelity halving: what each rung will train (halving.plan_text)
 
 
 @dataclass
@@ -229,16 +217,9 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     emit = on_event or (lambda event: None)
     get_base(settings.base)                                    # an unknown base is named first
     backend = backend or get_backend(settings.backend, settings.seed)
-    backend.check()
-    run = RunDir(settings.out or default_out(settings.base))
-    run.check_usable()
+    run = open_run(settings.out or default_out(settings.base), backend, lambda run: check_same_search(run, settings))
     resumed = run.exists
-    if resumed:                                                # refuses before anything is touched
-        run.check_free()
-        _verify(run)
-        check_same_search(run, settings)
-    dataset = load_dataset(settings.data, settings.seed, progress)  # data errors come before any file
-    check_classifiable(dataset, settings.data)
+    dataset = load_data(settings.data, settings.seed, progress)  # data errors come before any file
     base = search_base(settings, dataset.num_classes)
     base_cost = count_cost(base)
     grid = settings.grid
@@ -269,107 +250,72 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
                         f"--tolerance, --alpha-max or --beta-max, or lower --step")
     chosen = choose(kept, settings, target / base_cost.flops)  # a bad --candidates id is named before any file
     trials = make_trials(base, chosen, settings, dataset.n_train)
-    run.create_and_lock()
-    try:
-        finished = {}
-        if resumed:  # again under the lock, before anything is written: the files resumed from are whole
-            _verify(run)
-            finished = run.finished()
-        check_store = getattr(backend, "check_store", None)  # the backend's own store (study.db), if any
-        if check_store is not None and not dry_run and any(t.id not in finished for t in trials):
-            check_store(run)
-        return _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table,
-                                      chosen, trials, dry_run, backend, emit, progress, estimate)
-    finally:
-        run.release()
+    search = _Search(settings, run, resumed, dataset, base, base_cost, target, table, chosen)
+    with locked(run, backend, trials, dry_run):
+        run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
+                                    "base_params": base_cost.params, "target_flops_absolute": target,
+                                    "num_classes": dataset.num_classes, "dataset_name": dataset.name})
+        if not (run / CANDIDATES).is_file():
+            run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
+        return _train_and_extrapolate(search, trials, backend, emit, progress, dry_run, estimate)
 
 
-def _verify(run: RunDir) -> None:
-    from .study import RunFileDamaged
+@dataclass(frozen=True)
+class _Search:
+    """A search as set up, before training: what ``_train_and_extrapolate`` works from."""
 
-    try:
-        run.verify()
-    except RunFileDamaged:
-        run.check_free()  # a file caught mid-write by a search that holds the run: say that instead
-        raise
-
-
-def check_classifiable(dataset: Any, data: Any) -> None:
-    """Refuse a data set a classifier search cannot rank on: fewer than 2 classes, or a class
-    with no image in the training or the held-out split (top-1 would not measure it)."""
-    classes = dataset.classes
-    if len(classes) < 2:
-        raise UserError(f"data set '{data.dataset}' has {len(classes)} class{'' if len(classes) == 1 else 'es'}"
-                        f"{' (' + repr(classes[0]) + ')' if classes else ''}: a classifier needs at least 2 classes "
-                        f"(one folder per class under train/)")
-    for split, option, where in (("train", "--train-subset", "training split"),
-                                 ("val", "--val-subset", "held-out split")):
-        counts = dataset.class_counts(split)
-        missing = [c for c, n in zip(classes, counts) if n == 0]
-        if missing:
-            subset = getattr(data, f"{split}_subset")
-            fix = (f"raise {option} (at least one image per class: {len(classes)})" if subset is not None
-                   and subset < len(classes) else f"add images of that class to the {where}")
-            raise UserError(f"data set '{data.dataset}': the {where} has no image of class '{missing[0]}'"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                            + f", so top-1 would not measure every class; {fix}")
+    settings: SearchSettings
+    run: RunDir
+    resumed: bool
+    dataset: Any
+    base: NetworkSpec
+    base_cost: Any                    # cost.Cost of the base as searched
+    target: float                     # FLOPs target, absolute
+    table: list[Candidate]            # every grid point, kept or not
+    chosen: list[Candidate]           # the candidates to train
 
 
-def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, target, table,  # noqa: ANN001
-                           chosen, trials, dry_run, backend, emit, progress, estimate) -> GridResult:  # noqa: ANN001
+def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: Any, emit: Callable[[Event], None],
+                           progress: bool, dry_run: bool, estimate: bool) -> GridResult:
+    from . import halving
+    from .cost import count_cost
     from .family import family, reachable_phi
     from .plots import plot_run
-    from .cost import count_cost
 
-    run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
-                                "base_params": base_cost.params, "target_flops_absolute": target,
-                                "num_classes": dataset.num_classes, "dataset_name": dataset.name})
-    if not (run / CANDIDATES).is_file():
-        run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
-    result = GridResult(out=run.path, candidates=table, resumed=resumed)
-    target_ratio = target / base_cost.flops
-    finished = run.finished()
-    todo = [t for t in trials if t.id not in finished]
-    result.skipped = len(trials) - len(todo)
+    settings, run, dataset, base = search.settings, search.run, search.dataset, search.base
+    result = GridResult(out=run.path, candidates=search.table, resumed=search.resumed)
+    target_ratio = search.target / search.base_cost.flops
+    result.skipped = sum(1 for t in trials if t.id in run.finished())
     # Every trial trains on the same number of threads under either backend: CPU training is
     # bit-identical only at equal thread counts (oneDNN's conv weight gradient splits by thread).
     context = TrialContext(data=settings.data, device=settings.backend.device,
                            threads=max(1, int(settings.backend.cpus_per_trial)), progress=progress)
-    seconds = None
-    if estimate and todo:
-        from .trial import estimate_seconds
-
-        # A dry run times one step of 8 images: seconds, where the trial's batch of a large
-        # network at a large resolution would take minutes.
-        seconds = estimate_seconds(todo, context, settings.seed, **(dict(steps=1, batch=8) if dry_run else {}))
-    from . import halving
-
+    halves = settings.fidelity == "halving"
     images = [halving.rung_images(settings, k, dataset.n_train)  # per trial, at each rung
-              for k in range(settings.rungs if settings.fidelity == "halving" else 1)]
-    rungs = halving.plan(len(chosen), settings.seeds, images, settings.eta)
-    if seconds is not None and settings.fidelity == "halving":  # the later rungs, at rung 0's cost per image
-        seconds *= sum(r.training_images for r in rungs) / rungs[0].training_images
-    emit(Planned(candidates=len(chosen), seeds=settings.seeds, trials=len(trials), todo=len(todo),
-                 images_per_trial=images[0], seconds=seconds,
-                 halving=halving.plan_text(rungs, settings.eta) if settings.fidelity == "halving" else ""))
-    if dry_run:  # the plan and its estimate, nothing trained
-        result.files = [run / CONFIG, run / CANDIDATES]
-        return result
+              for k in range(settings.rungs if halves else 1)]
+    rungs = halving.plan(len(search.chosen), settings.seeds, images, settings.eta)
     started = time.time()
 
-    def study(rung_trials: list[TrialSpec], below: list[TrialRow]) -> list[TrialRow]:
-        def on_study_event(event: Any) -> None:
-            emit(event)
-            if isinstance(event, TrialFinished):
-                _write_ranking(run, summarize(below + event.rows), settings, n_val=dataset.n_val)
+    def schedule(rung0: Sequence[TrialSpec], study: Callable[..., list[TrialRow]]) -> list[TrialRow]:
+        rows, result.rungs = halving.run_rungs(rung0, images, settings.eta, study)
+        return rows
 
-        return run_study(rung_trials, run, backend, context, on_study_event)
-
-    if settings.fidelity == "halving":
-        result.rows, result.rungs = halving.run_rungs(trials, images, settings.eta, study)
+    rows = run_trials(
+        trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run, estimate=estimate,
+        planned=dict(units=len(search.chosen), unit="candidate(s)", seeds=settings.seeds,
+                     images_per_trial=images[0], halving=halving.plan_text(rungs, settings.eta) if halves else "",
+                     cheaper="--resolution R --keep-maps, --set data.train_subset=N, fewer --epochs, --max-trials "
+                             "or --seeds, or --fidelity halving (docs/method.md)"),
+        rewrite=lambda rows: _write_ranking(run, summarize(rows), settings, n_val=dataset.n_val),
+        schedule=schedule if halves else None,
+        # the later rungs, at rung 0's cost per image
+        cost_scale=sum(r.training_images for r in rungs) / rungs[0].training_images if halves else 1.0)
+    if rows is None:  # a dry run: the plan and its estimate, nothing trained
+        result.files = [run / CONFIG, run / CANDIDATES]
+        return result
+    result.rows = rows
+    if halves:
         result.agreements = halving.rung_agreements(result.rows, result.rungs, settings.seed)
-    else:
-        result.rows = study(trials, [])
     result.summaries = summarize(result.rows)
     ranked = [s for s in result.summaries if s.ranked]
     if not ranked:
@@ -385,7 +331,7 @@ def _train_and_extrapolate(settings, run, resumed, dataset, base, base_cost, tar
     # The trials are done and saved: a family member too large to build ends the family
     # there (said on screen) rather than failing the search.
     grown = family_base(settings, dataset.num_classes)
-    grown_flops = base_cost.flops if grown == base else count_cost(grown).flops
+    grown_flops = search.base_cost.flops if grown == base else count_cost(grown).flops
     last, why = reachable_phi(grown, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
                               settings.rounding, target_ratio, grown_flops)
     result.family_note = why and f"the family stops at phi = {last}: {why}"
@@ -449,16 +395,11 @@ def check_same_search(run: RunDir, settings: SearchSettings) -> None:
         theirs = build_settings(saved(previous), source=str(run / CONFIG)).identity()
     except SettingsError:
         theirs = {}
-    ours = settings.identity()
-    diff = [k for k in ours if ours[k] != theirs.get(k)]
-    if diff:
-        k = diff[0]
-        raise UserError(f"--out '{run.path}' holds a different search ({k} = {theirs.get(k)!r} there, "
-                        f"{ours[k]!r} here); choose another --out to keep its results")
+    check_same(run, settings.identity(), theirs, "search")
 
 
 def _saved_candidates(run: RunDir) -> list[Candidate] | None:
-    from .study import read_csv
+    from .rundir import read_csv
 
     rows = read_csv(run / CANDIDATES)
     if not rows:
@@ -478,4 +419,4 @@ def dropped_summary(table: list[Candidate]) -> str:
     return _counts_text(drop_counts(table))
 
 
-__all__ = ["GridResult", "Measured", "Planned", "choose", "make_trials", "run_grid", "search_base"]
+__all__ = ["GridResult", "Measured", "choose", "make_trials", "run_grid", "search_base"]

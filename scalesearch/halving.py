@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .agreement import agreement
-from .study import TrialRow, TrialSpec, summarize
+from .ranking import summarize
+from .rows import TrialRow, TrialSpec
 
 
 @dataclass(frozen=True)

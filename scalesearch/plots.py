@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .study import CANDIDATES, CONFIG, TRIALS, RunDir, read_csv, summarize
+from .ranking import summarize
+from .rows import TRIALS
+from .rundir import CANDIDATES, CONFIG, RunDir, read_csv
 
 
 def _points(run: RunDir) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
-from .study import COMPLETE, TrialContext, TrialRow, TrialSpec
+from .rows import COMPLETE, TrialContext, TrialRow, TrialSpec
 
 Report = Callable[[int, float], None]
 
@@ -54,13 +54,18 @@ def execute(trial: TrialSpec, context: TrialContext, data_seed: int, backend: st
     return TrialRow.of(trial, COMPLETE, backend, result)
 
 
+QUICK_FLOPS = 2e10  # a quick estimate times steps of at most this many forward FLOPs (a few seconds on a CPU)
+
+
 def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_seed: int,
-                     steps: int = 3, batch: int | None = None) -> float:
+                     steps: int = 3, batch: int | None = None, quick: bool = False) -> float:
     """Seconds to train ``trials``, from a few timed steps of the cheapest and dearest network.
 
     The steps are the trainer's own (``train.seconds_per_image``: the form ``step_form``
     picks, the recipe's optimizer and clip, the trial's device and threads), at the recipe's
-    batch or at ``batch`` (a quick, rougher figure: a dry run times one step of 8 images).
+    batch or at ``batch``; ``quick`` (a dry run) times one step of the recipe's batch cut to
+    QUICK_FLOPS, at least 8 images: seconds where a large network's batch at a large
+    resolution would take minutes, and a small network still timed on a typical batch.
     Time per image is taken as linear in FLOPs between the two measured networks; each
     evaluation (after every ``eval_every`` epochs and at the end) adds the held-out split and
     the batch-norm recalibration images at a third of a training image each (a forward pass).
@@ -83,6 +88,8 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         with torch.random.fork_rng():  # the caller's random state is left as it was
             model = build_model(trial.spec, trial.recipe)
         timed = batch or planned_steps(trial.recipe, dataset.n_train)[1]
+        if quick:
+            steps, timed = 1, min(timed, max(8, int(QUICK_FLOPS // max(trial.flops, 1))))
         per_image.append((trial.flops, seconds_per_image(model, trial.spec.resolution, config, timed,
                                                          trial.spec.num_classes, steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]

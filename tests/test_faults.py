@@ -779,11 +779,11 @@ def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, tiny, case):
 def test_read_only_finished_run_is_refused_untouched(run_copy, tiny, monkeypatch):
     """A run directory this process may not write to (as root, file modes stop nothing, so the
     permission check is what is made to say no): one line naming it, every file as it was."""
-    import scalesearch.study as study
+    import scalesearch.rundir as rundir
 
     if os.geteuid() == 0:
         real_access = os.access
-        monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: (
+        monkeypatch.setattr(rundir.os, "access", lambda path, mode, **kw: (
             False if Path(path) == run_copy and mode & os.W_OK else real_access(path, mode, **kw)))
     else:
         for path in (*run_copy.iterdir(), run_copy):
@@ -858,10 +858,10 @@ def test_plot_refuses_a_garbled_config_json(run_copy):
 
 def test_plot_export_and_curves_refuse_folders_they_cannot_write(run_copy, tmp_path, monkeypatch):
     """The check grid makes, before any work: one line naming the folder, nothing changed."""
-    import scalesearch.study as study
+    import scalesearch.rundir as rundir
 
     real_access = os.access
-    monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: (
+    monkeypatch.setattr(rundir.os, "access", lambda path, mode, **kw: (
         False if Path(path) == run_copy and mode & os.W_OK else real_access(path, mode, **kw)))
     before = snapshot(run_copy)
     line = refused(cli("plot", run_copy), "plot into a read-only run")
@@ -946,14 +946,14 @@ def test_wording_names_what_is_wrong(tmp_path, args, said):
 
 
 def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
-    import scalesearch.study as study
+    import scalesearch.rundir as rundir
 
     class ReadOnly:
         f_flag = os.ST_RDONLY
 
-    monkeypatch.setattr(study.os, "access", lambda path, mode, **kw: False)
-    monkeypatch.setattr(study.os, "statvfs", lambda path: ReadOnly())
-    assert study.writable_problem(tmp_path) == "read-only file system"
+    monkeypatch.setattr(rundir.os, "access", lambda path, mode, **kw: False)
+    monkeypatch.setattr(rundir.os, "statvfs", lambda path: ReadOnly())
+    assert rundir.writable_problem(tmp_path) == "read-only file system"
 
 
 def test_a_damaged_study_db_names_the_damage_not_sqlites_header(tmp_path):

@@ -193,7 +193,7 @@ def test_coefficients_from_a_finished_grid_run_skip_the_search(tmp_path):
 def test_another_reproduction_in_the_same_folder_is_refused(tmp_path):
     run(tmp_path)
     before = digest(tmp_path / "out")
-    with pytest.raises(UserError, match="different reproduction"):
+    with pytest.raises(UserError, match=r"different reproduction \(seed = 0 there, 5 here\)"):
         settings = make_settings(tiny_file(tmp_path, seed=5), "smoke", out=str(tmp_path / "out"))
         reproduce(settings, backend=FakeBackend(), progress=False, estimate=False)
     with pytest.raises(UserError, match="dry run would replace"):
@@ -207,15 +207,15 @@ def test_a_run_from_before_a_recipe_field_existed_still_resumes(tmp_path):
     defaults: resuming it is not refused as a different reproduction; a real change is."""
     from types import SimpleNamespace
 
-    from scalesearch.reproduce import _check_same
+    from scalesearch.reproduce import check_same_reproduction as check
 
     settings = make_settings(tiny_file(tmp_path), "smoke", out=str(tmp_path / "out"))
     identity = json.loads(json.dumps(settings.identity(), default=str))
     del identity["train"]["optimizer"], identity["train"]["trust"]
     old = SimpleNamespace(path=tmp_path / "out", read_config=lambda: {"kind": "reproduce", "identity": identity})
-    _check_same(old, settings)
-    with pytest.raises(UserError, match=r"different reproduction \(train differs\)"):
-        _check_same(old, make_settings(tiny_file(tmp_path), "smoke", optimizer="lars"))
+    check(old, settings)
+    with pytest.raises(UserError, match=r"different reproduction \(train.optimizer = 'sgd' there, 'lars' here\)"):
+        check(old, make_settings(tiny_file(tmp_path), "smoke", optimizer="lars"))
 
 
 # -- the command line --------------------------------------------------------------------------

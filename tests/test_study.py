@@ -12,7 +12,7 @@ import pytest
 from scalesearch.backends.fake import FakeBackend
 from scalesearch.errors import UserError
 from scalesearch.settings import SearchSettings, SettingsError, build_settings, default_of, load_settings
-from scalesearch.study import RunDir, Summary, TrialRow, compare, pooled_spread, summarize
+from scalesearch.study import RunDir, TrialRow, compare, pooled_spread, summarize
 
 # resnet20-cifar at 32 px on a few synthetic images: the grid has a handful of kept candidates.
 FLAGS = dict(base="resnet20-cifar", train_subset=64, val_subset=32, alpha_max=1.6, beta_max=1.3, step=0.05,
@@ -276,3 +276,28 @@ def test_export_takes_other_image_channels_and_a_search_refuses_them(tmp_path):
     save_spec(four, tmp_path / "four.yaml")
     with pytest.raises(UserError, match="takes 4-channel images .* export --in-channels 4"):
         grid(settings(tmp_path, "four", base=str(tmp_path / "four.yaml")))
+
+
+def test_grid_and_reproduce_share_one_run_setup(tmp_path):
+    """Both commands go through study.py's setup: one Planned event each (the estimate's
+    announcement), and one same-run rule whose message names the first setting that differs."""
+    from scalesearch.reproduce import make_settings, reproduce
+    from scalesearch.study import Planned
+
+    events: list = []
+    grid(settings(tmp_path, seeds=2), dry_run=True, on_event=events.append)
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text("name: e\nbudgets: {smoke: {resolution: 32, train_subset: 64, val_subset: 32, "
+                          "epochs: 1}}\nbases: {resnet20-cifar: {rows: [{method: baseline}, {method: width, w: 2}]}}\n")
+    reproduce(make_settings(experiment, out=str(tmp_path / "rep")), dry_run=True, on_event=events.append,
+              backend=FakeBackend(), progress=False, estimate=False)
+    planned = [e for e in events if isinstance(e, Planned)]
+    assert [(p.unit, p.seeds, p.todo, p.trials == p.units * p.seeds) for p in planned] == [
+        ("candidate(s)", 2, planned[0].trials, True), ("models", 1, 2, True)]
+    assert planned[1].models and planned[0].images_per_trial == 64 and planned[1].images_per_trial is None
+    with pytest.raises(UserError, match=r"holds a different search \(seed = 0 there, 3 here\)"):
+        grid(settings(tmp_path, seed=3), dry_run=True)
+    experiment.write_text(experiment.read_text().replace("w: 2", "w: 3"))
+    with pytest.raises(UserError, match=r"holds a different reproduction \(bases.resnet20-cifar.rows\[1\].w = 2 there, 3 here\)"):
+        reproduce(make_settings(experiment, out=str(tmp_path / "rep")), dry_run=True, backend=FakeBackend(),
+                  progress=False, estimate=False)

@@ -461,7 +461,10 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
     seconds = estimate_seconds(trials, context, 0)
     assert measured == [(16, 1, "cpu", 32, 4), (32, 1, "cpu", 32, 4)]  # the two ends, at the recipe's batch
     estimate_seconds(trials, context, 0, steps=1, batch=8)
-    assert measured[2:] == [(16, 1, "cpu", 8, 4), (32, 1, "cpu", 8, 4)]  # a dry run's quick figure
+    assert measured[2:] == [(16, 1, "cpu", 8, 4), (32, 1, "cpu", 8, 4)]  # a batch given
+    big = [dataclasses.replace(t, flops=int(1e9 * (i + 1))) for i, t in enumerate(trials)]
+    estimate_seconds(big, context, 0, quick=True)  # a dry run: the batch cut to QUICK_FLOPS, at least 8
+    assert measured[4:] == [(16, 1, "cpu", 20, 4), (24, 1, "cpu", 8, 4)]  # 2e10 / 1e9, and 8 for 3e9
     # 96 images, batch 32: 6 steps of 2 epochs = 192 images, 2 evaluations of 36 + 64 images at a third.
     per_trial = 192 + 2 * (36 + 64) / 3
     assert seconds == pytest.approx(per_trial * (1e-3 + 2e-3 + 1.5e-3))

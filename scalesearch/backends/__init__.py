@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence
 
 from ..settings import BACKENDS, BackendSettings
-from ..study import OnRow, RunDir, TrialContext, TrialSpec
+from ..rows import OnRow, TrialContext, TrialSpec
+from ..rundir import RunDir
 
 
 class Backend(Protocol):

@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ..study import COMPLETE, FAIL, OnRow, RunDir, TrialContext, TrialRow, TrialSpec
+from ..rows import COMPLETE, FAIL, OnRow, TrialContext, TrialRow, TrialSpec
+from ..rundir import RunDir
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 
 from ..errors import UserError
 from ..settings import BackendSettings
-from ..study import FAIL, PRUNED, STUDY, OnRow, RunDir, TrialContext, TrialRow, TrialSpec, trial_id
+from ..rows import FAIL, PRUNED, OnRow, TrialContext, TrialRow, TrialSpec, trial_id
+from ..rundir import STUDY, RunDir
 from ..trial import execute
 
 

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from ..settings import BackendSettings
-from ..study import FAIL, PRUNED, OnRow, RunDir, TrialContext, TrialRow, TrialSpec
+from ..rows import FAIL, PRUNED, OnRow, TrialContext, TrialRow, TrialSpec
+from ..rundir import RunDir
 
 
 def _trainable(config: dict[str, Any], trials: dict[str, TrialSpec], context: TrialContext,

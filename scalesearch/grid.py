@@ -285,11 +285,9 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     settings, run, dataset, base = search.settings, search.run, search.dataset, search.base
     result = GridResult(out=run.path, candidates=search.table, resumed=search.resumed)
     target_ratio = search.target / search.base_cost.flops
-    result.skipped = sum(1 for t in trials if t.id in run.finished())
-    # Every trial trains on the same number of threads under either backend: CPU training is
-    # bit-identical only at equal thread counts (oneDNN's conv weight gradient splits by thread).
-    context = TrialContext(data=settings.data, device=settings.backend.device,
-                           threads=max(1, int(settings.backend.cpus_per_trial)), progress=progress)
+    finished = run.finished()
+    result.skipped = sum(1 for t in trials if t.id in finished)
+    context = TrialContext.of(settings.data, settings.backend, progress)
     halves = settings.fidelity == "halving"
     images = [halving.rung_images(settings, k, dataset.n_train)  # per trial, at each rung
               for k in range(settings.rungs if halves else 1)]

@@ -170,5 +170,12 @@ class TrialContext:
     threads: int | None = None
     progress: bool = False
 
+    @classmethod
+    def of(cls, data: Any, backend: Any, progress: bool = False) -> "TrialContext":
+        """The context of a run's trials from its data and backend settings.  Every trial trains
+        on the same number of threads under either backend: CPU training is bit-identical only
+        at equal thread counts (oneDNN's conv weight gradient splits by thread)."""
+        return cls(data=data, device=backend.device, threads=max(1, int(backend.cpus_per_trial)), progress=progress)
+
 
 OnRow = Callable[[TrialRow], None]   # what a backend calls with each row as its trial ends

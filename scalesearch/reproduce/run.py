@@ -72,8 +72,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                 models = result.models = plan(settings, dataset.num_classes, given)
         run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
         trials = make_trials(models, settings)
-        context = TrialContext(data=settings.data, device=settings.backend.device,
-                               threads=max(1, int(settings.backend.cpus_per_trial)), progress=progress)
+        context = TrialContext.of(settings.data, settings.backend, progress)
 
         def write(rows: Sequence[TrialRow]) -> list[Path]:
             summaries = summarize(rows)

@@ -94,12 +94,29 @@ def _grid_series(summaries: Sequence[Any], label: str) -> Series:
     return Series(label, sorted(pts, key=lambda p: p.flops), line=False)
 
 
+def _run_series(rows: list[Any], config: dict[str, Any], name: str) -> list[Series]:
+    """A grid run's trials as one series; under successive halving, one per rung (each candidate
+    at that rung's budget, the rungs as they stand now: halving.current), labelled with it."""
+    from .halving import current, run_eta
+    from .ranking import summarize
+
+    if not any(r.rung for r in rows):
+        return [_grid_series(summarize(rows), f"{name} (grid)")]
+    rows = current(rows, run_eta(config))
+    out = []
+    for k in sorted({r.rung for r in rows}):
+        at = [r for r in rows if r.rung == k]
+        budget = next((r.budget for r in at if r.budget), None)
+        label = f"{name} (grid, rung {k}" + (f": {budget:,} images" if budget else "") + ")"
+        out.append(_grid_series(summarize(at), label))
+    return out
+
+
 def load_series(path: str | Path) -> list[Series]:
     """The results saved at ``path`` as labelled series (see the module docstring).
 
     A file read from a run folder is checked against the checksum recorded when it was
     written (as a resume would), so a damaged file is refused instead of plotted."""
-    from .ranking import summarize
     from .rows import TRIALS, TrialRow
     from .rundir import RunDir, read_csv
 
@@ -114,9 +131,9 @@ def load_series(path: str | Path) -> list[Series]:
             run.open_to_read([results[0].name])
             return _flatten(series_from_results(read_csv(results[0])), name)
         if (path / TRIALS).is_file():
-            run.open_to_read([TRIALS])
-            rows = run.trials().values()
-            return [_grid_series(summarize(rows), f"{name} (grid)")] if rows else _none(path)
+            config = run.open_to_read([TRIALS])
+            rows = list(run.trials().values())
+            return _run_series(rows, config, name) if rows else _none(path)
         return _none(path)
     if path.suffix.lower() != ".csv":
         return _none(path)
@@ -125,7 +142,8 @@ def load_series(path: str | Path) -> list[Series]:
         return _flatten(series_from_results(read_csv(path)), name)
     rows = read_csv(path)
     if rows and "candidate" in rows[0] and "top1" in rows[0]:
-        return [_grid_series(summarize(TrialRow.from_row(r, str(path)) for r in rows), f"{name} (grid)")]
+        config = RunDir(path.parent).read_config() if (path.parent / "config.json").is_file() else {}
+        return _run_series([TrialRow.from_row(r, str(path)) for r in rows], config, name)
     if rows and "candidate" in rows[0] and "top1_mean" in rows[0]:
         pts = [Point(flops=float(r["flops"]), top1=100 * r["top1_mean"] if _num(r["top1_mean"]) is not None else None,
                      std=100 * r["top1_std"] if _num(r.get("top1_std")) is not None else None,

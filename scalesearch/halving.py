@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .agreement import agreement
 from .ranking import summarize
@@ -97,6 +97,31 @@ def promoted(rows: Sequence[TrialRow], eta: int) -> list[int]:
     """The candidates a finished rung sends up: the top ``survivors`` by mean top-1 over seeds."""
     ranked = [s for s in summarize(rows) if s.ranked]
     return [s.candidate for s in ranked[:survivors(len(ranked), eta)]]
+
+
+def current(rows: Iterable[TrialRow], eta: int) -> list[TrialRow]:
+    """The rows of a halving run as its rungs stand now: a rung's rows count only for the
+    candidates that the rung below promotes from its rows.  Raising --max-trials re-ranks rung 0
+    and can promote others than before; the rows of a candidate no longer promoted stay in
+    trials.csv (nothing is deleted) but no longer rank or plot as that rung's."""
+    by_rung: dict[int, list[TrialRow]] = {}
+    for row in rows:
+        by_rung.setdefault(row.rung, []).append(row)
+    out = list(by_rung.get(0, []))
+    below = out
+    for k in sorted(r for r in by_rung if r > 0):
+        kept = set(promoted(below, eta))
+        below = [r for r in by_rung[k] if r.candidate in kept]
+        out += below
+    return out
+
+
+def run_eta(config: dict[str, Any]) -> int:
+    """The eta a run folder's config.json records (3, the default, for one written before)."""
+    from .settings import flatten
+
+    value = flatten(config.get("settings") or {}).get("eta")
+    return value if isinstance(value, int) and value >= 2 else 3
 
 
 def up(trial: TrialSpec, rung: int, eta: int, images: int) -> TrialSpec:

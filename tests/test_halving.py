@@ -107,6 +107,34 @@ def test_rungs_that_disagree_say_so(tmp_path):
     assert result.best["candidate"] == order[4] and result.best["rung"] == 2
 
 
+def test_raising_max_trials_re_ranks_the_rungs_and_keeps_stale_rows_out_of_the_ranking(tmp_path):
+    """5 candidates, then all 9: rung 0 gains 4, which now outrank the old promotions. The rows
+    of candidates no longer promoted stay in trials.csv, but the ranking, the plots and the
+    curves take each rung as it stands now (halving.current), the curves one series per rung."""
+    from scalesearch.curves import load_series
+    from scalesearch.halving import current
+    from scalesearch.plots import _points
+    from scalesearch.rundir import RunDir
+
+    kept = [c.id for c in grid(settings(tmp_path, "dry"), dry_run=True)[0].candidates if c.kept]
+    order = kept[::-1]  # the last id scores best: the 4 added candidates beat the first 5
+    score = FakeBackend(score=by_candidate(order)).score
+    grid(settings(tmp_path, max_trials=5), FakeBackend(score=score))
+    result, _ = grid(settings(tmp_path), FakeBackend(score=score))
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    stale = set(trials[trials.rung == 1].candidate) - set(order[:5])
+    assert stale == {kept[2], kept[3]}                          # promoted from 5 before, not from 9 now
+    assert result.best["candidate"] == order[0] and [s.candidate for s in result.summaries[:3]] == order[:3]
+    run = RunDir(tmp_path / "run")
+    now = current(run.trials().values(), 2)
+    assert {(r.rung, r.candidate) for r in now if r.rung} == {(1, c) for c in order[:5]} | {(2, c) for c in order[:3]}
+    points = _points(run)
+    assert [p["candidate"] for p in points[:3]] == order[:3] and not stale & {p["candidate"] for p in points if p["rung"]}
+    series = load_series(tmp_path / "run")
+    assert [(s.label, len(s.points)) for s in series] == [
+        ("run (grid, rung 0: 64 images)", 9), ("run (grid, rung 1: 128 images)", 5), ("run (grid, rung 2: 256 images)", 3)]
+
+
 KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})

@@ -183,3 +183,19 @@ def test_a_real_halving_search_under_optuna(tiny, tmp_path):
     assert trials.budget[3] == 2 * trials.budget[0] and trials.epochs[3] == pytest.approx(2 * trials.epochs[0])
     best = json.loads((out / "best.json").read_text())
     assert best["rung"] == 1 and best["rank_agreement"][0]["n"] == 2
+
+
+def test_the_halving_demo_study_regenerates_from_its_trials(capsys, monkeypatch):
+    """experiments/halving_vs_full.py on the committed runs prints the figures NOTES.md states."""
+    import runpy
+
+    study = ROOT / "experiments" / "halving-demo"
+    monkeypatch.setattr(sys, "argv", ["halving_vs_full.py", str(study / "halving"), str(study / "full-9x")])
+    runpy.run_path(str(ROOT / "experiments" / "halving_vs_full.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    notes = (study / "NOTES.md").read_text()
+    assert "| 0 | 1.00 | 1.00 | 1.406 | 33.00 +/- 1.70 | 54.20 +/- 0.28 | rung 2, best |" in printed
+    assert "halving 353,280, every candidate at the top budget 635,904 (56%)" in printed
+    assert "same best: candidate 0" in printed and "tau 0.33 [-0.56, 0.86], rho 0.37, n=6" in printed
+    for figure in ("33.00 +/- 1.70", "54.20 +/- 0.28", "353,280", "635,904", "56%", "tau 0.33 [-0.56, 0.86]"):
+        assert figure in notes, figure

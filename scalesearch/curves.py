@@ -97,12 +97,12 @@ def _grid_series(summaries: Sequence[Any], label: str) -> Series:
 def _run_series(rows: list[Any], config: dict[str, Any], name: str) -> list[Series]:
     """A grid run's trials as one series; under successive halving, one per rung (each candidate
     at that rung's budget, the rungs as they stand now: halving.current), labelled with it."""
-    from .halving import current, run_eta
+    from .halving import standing
     from .ranking import summarize
 
     if not any(r.rung for r in rows):
         return [_grid_series(summarize(rows), f"{name} (grid)")]
-    rows = current(rows, run_eta(config))
+    rows = standing(rows, config)
     out = []
     for k in sorted({r.rung for r in rows}):
         at = [r for r in rows if r.rung == k]

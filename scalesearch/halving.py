@@ -116,12 +116,16 @@ def current(rows: Iterable[TrialRow], eta: int) -> list[TrialRow]:
     return out
 
 
-def run_eta(config: dict[str, Any]) -> int:
-    """The eta a run folder's config.json records (3, the default, for one written before)."""
+def standing(rows: Iterable[TrialRow], config: dict[str, Any]) -> list[TrialRow]:
+    """A run folder's rows as its rungs stand (``current``, with the eta its config.json
+    records: 3, the default, for one written before); a run without rungs, as they are."""
     from .settings import flatten
 
-    value = flatten(config.get("settings") or {}).get("eta")
-    return value if isinstance(value, int) and value >= 2 else 3
+    rows = list(rows)
+    if not any(r.rung for r in rows):
+        return rows
+    eta = flatten(config.get("settings") or {}).get("eta")
+    return current(rows, eta if isinstance(eta, int) and eta >= 2 else 3)
 
 
 def up(trial: TrialSpec, rung: int, eta: int, images: int) -> TrialSpec:

@@ -15,11 +15,9 @@ from .rundir import CANDIDATES, CONFIG, RunDir, read_csv
 def _points(run: RunDir) -> list[dict[str, Any]]:
     """One point per ranked candidate: its mean top-1 over seeds and the seed-to-seed std (under
     successive halving, at its highest rung as the rungs stand now: halving.current)."""
-    from .halving import current, run_eta
+    from .halving import standing
 
-    rows = list(run.trials().values())
-    if any(r.rung for r in rows):
-        rows = current(rows, run_eta(run.read_config()))
+    rows = standing(run.trials().values(), run.read_config())
     return [dict(s.as_dict(), top1=s.top1_mean, std=s.top1_std or 0.0) for s in summarize(rows)
             if s.ranked and s.top1_mean is not None]
 

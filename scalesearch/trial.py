@@ -89,9 +89,9 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
             model = build_model(trial.spec, trial.recipe)
         timed = batch or planned_steps(trial.recipe, dataset.n_train)[1]
         if quick:
-            steps, timed = 1, min(timed, max(8, int(QUICK_FLOPS // max(trial.flops, 1))))
+            timed = min(timed, max(8, int(QUICK_FLOPS // max(trial.flops, 1))))
         per_image.append((trial.flops, seconds_per_image(model, trial.spec.resolution, config, timed,
-                                                         trial.spec.num_classes, steps)))
+                                                         trial.spec.num_classes, 1 if quick else steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]
     slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
     seconds = 0.0

@@ -54,7 +54,8 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
     if dry_run and (run / TRIALS).is_file():
         raise UserError(f"--out '{run.path}' holds trained results, which a dry run would replace in "
                         f"{exp.name}.csv; choose another --out for the dry run")
-    with locked(run, backend, make_trials(models, settings), dry_run):
+    trials = make_trials(models, settings)
+    with locked(run, backend, trials, dry_run):
         def write_config() -> None:
             run.write_run_json(CONFIG, {"kind": "reproduce", "settings": settings.as_dict(),
                                         "identity": settings.identity(), "num_classes": dataset.num_classes,
@@ -70,8 +71,8 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                 write_config()
             if searched:
                 models = result.models = plan(settings, dataset.num_classes, given)
+                trials = make_trials(models, settings)  # the searched rows now have specs
         run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
-        trials = make_trials(models, settings)
         context = TrialContext.of(settings.data, settings.backend, progress)
 
         def write(rows: Sequence[TrialRow]) -> list[Path]:

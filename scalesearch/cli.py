@@ -232,8 +232,6 @@ RECIPE_OPTION = typer.Option(None, "--recipe", help="A training recipe file (YAM
 DEVICE_OPTION = typer.Option(None, "--device", help=_help("auto, cpu or cuda[:N].", "device"))
 BACKEND_OPTION = typer.Option(None, "--backend", help=_help("optuna (SQLite study in the run directory) or ray (Ray Tune); one trial per candidate (or row) and seed.", "backend"))
 ADDRESS_OPTION = typer.Option(None, "--address", help="Join this Ray cluster (with --backend ray; docs/ray.md).")
-KEEP_MAPS_OPTION = typer.Option(None, "--keep-maps/--native-strides", help="Remove the proxy's earliest stride-2 steps until its last feature map is as large as at the base's native resolution (docs/method.md); the family stays the native base's.")
-PRECISION_OPTION = typer.Option(None, "--precision", help="The training step's precision: auto (the measured fastest form per network and device, docs/performance.md), fp32 or bf16.")
 NO_ESTIMATE_OPTION = typer.Option(False, "--no-estimate", hidden=True, help="Skip timing a few steps to estimate the training time.")
 
 # Research knobs that moved into the recipe file / --set: still accepted for one release, each with a
@@ -251,12 +249,13 @@ MOVED = {"max_params": ("--max-params", "grid.max_params"), "max_acts": ("--max-
          "candidates": ("--candidates", "candidates"), "order": ("--order", "order"), "phi_max": ("--phi-max", "phi_max"),
          "early_stop": ("--early-stop", "backend.early_stop"),
          "cpus_per_trial": ("--cpus-per-trial", "backend.cpus_per_trial"),
-         "gpus_per_trial": ("--gpus-per-trial", "backend.gpus_per_trial")}
+         "gpus_per_trial": ("--gpus-per-trial", "backend.gpus_per_trial"),
+         "precision": ("--precision", "train.precision"), "keep_maps": ("--keep-maps", "keep_maps")}
 
 
-def _moved(name: str, text: str):  # noqa: ANN202 - a typer OptionInfo
+def _moved(name: str, text: str, decls: str = ""):  # noqa: ANN202 - a typer OptionInfo
     flag, path = MOVED[name]
-    return typer.Option(None, flag, hidden=True, help=f"{text} (moved: --set {path}=VALUE)")
+    return typer.Option(None, decls or flag, hidden=True, help=f"{text} (moved: --set {path}=VALUE)")
 
 
 def _moved_notes(given: dict[str, object]) -> list[str]:
@@ -277,11 +276,11 @@ def grid(
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help=_help("FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G).", "target_flops")),
     dataset: Optional[str] = DATASET_OPTION,
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
+    keep_maps: Optional[bool] = _moved("keep_maps", "Keep the base's last feature map at a proxy resolution (docs/method.md).", "--keep-maps/--native-strides"),
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
     fidelity: Optional[str] = typer.Option(None, "--fidelity", help="full: every candidate at the budget; halving: successive halving, the top 1/eta of each rung trained at eta times its budget (--set eta=3 --set rungs=3)."),
-    precision: Optional[str] = PRECISION_OPTION,
+    precision: Optional[str] = _moved("precision", "auto (the measured fastest step per network and device, docs/performance.md), fp32 or bf16."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
@@ -323,15 +322,16 @@ def grid(
     from .grid import run_grid
     from .settings import build_settings, load_recipe, load_settings, parse_assignments
 
-    flags = dict(base=base, target_flops=target_flops, resolution=resolution, keep_maps=keep_maps,
-                 dataset=dataset, epochs=epochs, images=images, fidelity=fidelity, precision=precision, seeds=seeds,
+    flags = dict(base=base, target_flops=target_flops, resolution=resolution,
+                 dataset=dataset, epochs=epochs, images=images, fidelity=fidelity, seeds=seeds,
                  max_trials=max_trials, backend=backend, address=address, device=device, out=out)
     moved = dict(max_params=max_params, max_acts=max_acts, alpha_max=alpha_max, beta_max=beta_max, step=step,
                  tolerance=tolerance, nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding,
                  train_subset=train_subset, val_subset=val_subset, cache_dir=cache_dir, batch_size=batch_size,
                  lr=lr, clip_norm=clip_norm, optimizer=optimizer, trust=trust, residual_init=residual_init,
                  seed=seed, candidates=candidates, order=order, phi_max=phi_max, early_stop=early_stop,
-                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, precision=precision,
+                 keep_maps=keep_maps)
     with user_errors():
         from .settings import SettingsError
 
@@ -525,8 +525,8 @@ def reproduce(
     assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training or backend setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 (the rest is the experiment file's)."),
     dataset: Optional[str] = DATASET_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
-    precision: Optional[str] = PRECISION_OPTION,
-    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
+    precision: Optional[str] = _moved("precision", "auto (the measured fastest step per network and device, docs/performance.md), fp32 or bf16."),
+    keep_maps: Optional[bool] = _moved("keep_maps", "Keep the base's last feature map at a proxy resolution (docs/method.md).", "--keep-maps/--native-strides"),
     coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
     backend: Optional[str] = BACKEND_OPTION,
@@ -545,7 +545,7 @@ def reproduce(
     from .settings import SettingsError, load_recipe, owner_of, parse_assignments
 
     moved = dict(optimizer=optimizer, residual_init=residual_init, cpus_per_trial=cpus_per_trial,
-                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir)
+                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, precision=precision, keep_maps=keep_maps)
     with user_errors():
         if experiment is None and config is None:
             raise ExperimentError("name an experiment (table3, figure8) or give --config FILE")
@@ -585,9 +585,10 @@ def reproduce(
 
 def _models_table(models) -> str:  # noqa: ANN001 - reproduce.Model
     rows = [dict(m.as_dict(), paper_gflops=m.row.paper_flops / 1e9 if m.row.paper_flops else None) for m in models]
+    paper = any(m.row.paper_flops is not None or m.row.paper_top1 is not None for m in models)
     return table(rows, [("model", ""), "base", "label", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution",
-                        ("params", ","), ("flops", ","), ("flops_ratio", ".2f"), ("paper_gflops", ".2f"),
-                        ("paper_ratio", ".2f"), ("paper_top1", ".1f")])
+                        ("params", ","), ("flops", ","), ("flops_ratio", ".2f")]
+                 + ([("paper_gflops", ".2f"), ("paper_ratio", ".2f"), ("paper_top1", ".1f")] if paper else []))
 
 
 class _ReproducePrinter(_GridPrinter):

@@ -109,7 +109,7 @@ def lost_dimension_note(kept: list[Candidate], base: NetworkSpec, settings: Sear
                                      ("gamma (resolution)", "gamma")) if all(abs(getattr(c, attr) - 1) < 1e-9 for c in kept)]
     if not names:
         return ""
-    hint = ("; --keep-maps keeps the base's feature-map geometry at a small proxy, where FLOPs move in finer steps"
+    hint = ("; --set keep_maps=true keeps the base's feature-map geometry at a small proxy, where FLOPs move in finer steps"
             if settings.resolution and not settings.keep_maps else "")
     return (f"every kept candidate has {' and '.join(n.split()[0] + ' = 1' for n in names)}: at {base.resolution}px "
             f"this grid cannot scale {' or '.join(n.split()[1].strip('()') for n in names)}, so the search compares "
@@ -117,7 +117,7 @@ def lost_dimension_note(kept: list[Candidate], base: NetworkSpec, settings: Sear
 
 
 def precision_note(base: NetworkSpec, settings: SearchSettings) -> str:
-    """A warning when ``--precision bf16`` is given on a CPU for a network with depthwise
+    """A warning when ``train.precision`` bf16 is given on a CPU for a network with depthwise
     convolutions, the kind the measured rule keeps in fp32 (train.step_form)."""
     if settings.train.precision != "bf16":
         return ""
@@ -127,9 +127,9 @@ def precision_note(base: NetworkSpec, settings: SearchSettings) -> str:
 
     if resolve_device(settings.backend.device) != "cpu" or not has_grouped_convolutions(build(base, device="meta")):
         return ""
-    return (f"--precision bf16 on {base.name}, which has depthwise convolutions: on a CPU they train slower in "
+    return (f"train.precision bf16 on {base.name}, which has depthwise convolutions: on a CPU they train slower in "
             f"bf16 than in fp32 (docs/performance.md), and a narrow one did not repeat bit for bit; "
-            f"--precision auto keeps such networks in fp32")
+            f"precision auto (the default) keeps such networks in fp32")
 
 
 def family_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
@@ -302,7 +302,7 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
         trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run, estimate=estimate,
         planned=dict(units=len(search.chosen), unit="candidate(s)", seeds=settings.seeds,
                      images_per_trial=images[0], halving=halving.plan_text(rungs, settings.eta) if halves else "",
-                     cheaper="--resolution R --keep-maps, --set data.train_subset=N, fewer --epochs, --max-trials "
+                     cheaper="--resolution R --set keep_maps=true, --set data.train_subset=N, fewer --epochs, --max-trials "
                              "or --seeds, or --fidelity halving (docs/method.md)"),
         rewrite=lambda rows: _write_ranking(run, summarize(rows), settings, n_val=dataset.n_val),
         schedule=schedule if halves else None,

@@ -89,8 +89,12 @@ def plan_text(rungs: Sequence[Rung], eta: int) -> str:
     parts += [f"rung {r.rung} the top {r.candidates} at {r.images:,}" for r in rungs[1:]]
     spent = sum(r.training_images for r in rungs)
     full = rungs[0].trials * rungs[-1].images
-    return (f"successive halving (eta {eta}): " + ", ".join(parts) + f": {spent:,} training images in all, "
+    text = (f"successive halving (eta {eta}): " + ", ".join(parts) + f": {spent:,} training images in all, "
             f"{spent / full:.0%} of the {full:,} that every candidate at the top budget would take")
+    if spent >= full:  # a rung keeps at least two: with few candidates nothing is halved
+        text += (f"\nwarning: with {rungs[0].candidates} candidate(s) halving saves nothing (a rung keeps at least "
+                 f"two); --fidelity full --images {rungs[-1].images} trains each once at the top budget for less")
+    return text
 
 
 def promoted(rows: Sequence[TrialRow], eta: int) -> list[int]:

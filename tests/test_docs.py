@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 
-README_MAX_LINES = 260
+README_MAX_LINES = 250
 # [text](target) and ![alt](target); the target stops at whitespace or ')'
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1", re.S | re.M)

@@ -59,6 +59,12 @@ def test_the_plan_keeps_the_top_1_over_eta_and_at_least_two():
     assert plan_text(rungs, 3).endswith("7,200 training images in all, 44% of the 16,200 that every candidate "
                                         "at the top budget would take")
     assert len(plan(1, 2, [100, 300], 3)) == 1  # one candidate: nothing to halve
+    # two candidates: a rung keeps at least two, so halving spends more than full training, and says so
+    two = plan_text(plan(2, 1, [100, 300, 900], 3), 3)
+    assert "2,600 training images in all, 144% of the 1,800" in two
+    assert two.endswith("warning: with 2 candidate(s) halving saves nothing (a rung keeps at least two); "
+                        "--fidelity full --images 900 trains each once at the top budget for less")
+    assert "warning" not in plan_text(rungs, 3)
 
 
 @pytest.mark.parametrize("name, value, why", [("fidelity", "hyperband", "must be one of full, halving"),

@@ -91,7 +91,7 @@ def test_a_grid_that_lost_resolution_says_so_and_keep_maps_gets_it_back(tmp_path
     result, measured, _ = _grid(tmp_path, "native")
     assert all(c.gamma == 1 for c in result.candidates if c.kept)
     assert measured.lost.startswith("every kept candidate has gamma = 1: at 32px this grid cannot scale resolution")
-    assert "--keep-maps" in measured.lost and measured.geometry == ""
+    assert "--set keep_maps=true" in measured.lost and measured.geometry == ""
     result, measured, settings = _grid(tmp_path, "kept", keep_maps=True)
     assert any(c.gamma > 1 for c in result.candidates if c.kept) and measured.lost == ""
     assert measured.geometry.startswith("keep-maps: stride 1 at stem, pool, stage 2")

@@ -78,11 +78,12 @@ def test_grid_help_lists_the_flags_a_search_needs_to_start():
     text = cli("grid", "--help").stdout
     options = [line.split()[1] for line in text.splitlines() if line.startswith("│ --") or line.startswith("│ -")]
     options = [o for o in options if o.startswith("--")]
-    assert len(options) <= 20, options        # 19 and --help
+    assert len(options) <= 18, options        # 17 and --help
     assert {"--set", "--recipe", "--config", "--base", "--target-flops", "--dataset", "--epochs", "--images",
-            "--fidelity", "--precision", "--seeds", "--max-trials", "--out", "--backend", "--address", "--device",
+            "--fidelity", "--seeds", "--max-trials", "--out", "--backend", "--address", "--device",
             "--dry-run"} <= set(options)
-    assert "--step" not in options and "--clip-norm" not in options
+    assert "--step" not in options and "--clip-norm" not in options and "--precision" not in options
+    assert "--keep-maps" not in options and "--resolution" in options
 
 
 def test_set_and_recipe_reach_config_json_and_it_reruns_the_search(tmp_path):
@@ -127,9 +128,10 @@ def test_reproduce_takes_training_and_backend_settings_by_name(tmp_path):
 
 
 def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_path):
-    """--precision reaches the recipe (grid and reproduce); a run's config.json whose train
-    section predates the field reads as fp32, what its CPU steps were, so resuming it under
-    the new default is refused by name and --precision fp32 resumes it."""
+    """train.precision reaches the recipe (grid and reproduce; the old --precision flag still
+    works, with a note); a run's config.json whose train section predates the field reads as
+    fp32, what its CPU steps were, so resuming it under the new default is refused by name and
+    --set train.precision=fp32 resumes it."""
     from scalesearch.reproduce import make_settings
     from scalesearch.settings import saved
     from scalesearch.study import RunDir
@@ -140,7 +142,8 @@ def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_
     assert saved({"base": "x", "train": {"epochs": 2}})["train"] == {"precision": "fp32", "epochs": 2}
     assert saved({"base": "x", "train": {"precision": "bf16"}})["train"] == {"precision": "bf16"}
     out = tmp_path / "run"
-    assert cli(*QUICK, "--precision", "fp32", "--out", out).exit_code == 0
+    first = cli(*QUICK, "--precision", "fp32", "--out", out)
+    assert first.exit_code == 0 and "note: --precision is now --set train.precision=fp32" in first.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["train"]["precision"] == "fp32"
     del config["settings"]["train"]["precision"]  # as a run of an earlier release wrote it
@@ -148,8 +151,8 @@ def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_
     assert load_settings(out / "config.json").train.precision == "fp32"
     again = cli(*QUICK, "--out", out)
     assert again.exit_code == 2 and "(precision = 'fp32' there, 'auto' here)" in again.output
-    assert cli(*QUICK, "--precision", "fp32", "--out", out).exit_code == 0
-    bad = cli(*QUICK, "--precision", "fp16", "--out", tmp_path / "other")
+    assert cli(*QUICK, "--set", "train.precision=fp32", "--out", out).exit_code == 0
+    bad = cli(*QUICK, "--set", "train.precision=fp16", "--out", tmp_path / "other")
     assert bad.exit_code != 0 and "train setting 'precision' must be one of auto, fp32, bf16 (got 'fp16')" in bad.output
     assert not (tmp_path / "other").exists()
 
@@ -158,8 +161,8 @@ def test_bf16_given_for_a_depthwise_network_on_a_cpu_is_warned_about(tmp_path):
     """The measured rule keeps depthwise networks fp32 on a CPU; asking for bf16 is allowed, with
     a warning before anything trains; a dense network gets none."""
     quick = [a if a != "resnet20-cifar" else "mobilenetv2" for a in QUICK] + ["--resolution", "32"]
-    warned = cli(*quick, "--precision", "bf16", "--set", "device=cpu", "--out", tmp_path / "a")
-    assert warned.exit_code == 0 and "warning: --precision bf16 on mobilenetv2, which has depthwise convolutions" \
+    warned = cli(*quick, "--set", "train.precision=bf16", "--set", "device=cpu", "--out", tmp_path / "a")
+    assert warned.exit_code == 0 and "warning: train.precision bf16 on mobilenetv2, which has depthwise convolutions" \
         in warned.output
-    dense = cli(*QUICK, "--precision", "bf16", "--set", "device=cpu", "--out", tmp_path / "b")
+    dense = cli(*QUICK, "--set", "train.precision=bf16", "--set", "device=cpu", "--out", tmp_path / "b")
     assert dense.exit_code == 0 and "depthwise" not in dense.output

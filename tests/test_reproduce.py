@@ -81,6 +81,7 @@ def test_the_builtin_experiments_hold_the_papers_rows():
     ({"bases": {"resnet18": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}, "rows": [
         {"method": "baseline"}, {"method": "compound", "match": "everything"}]}}}, "'singles' or 'paper'"),
     ({"budgets": {"smoke": {"epochs": 1}}}, "resolution"),
+    ({"budgets": {"smoke": {"resolution": 32, "dataset": 7}}}, r"budgets.smoke.dataset must be a data set"),
     ({"train": {"lr": -1}}, "lr"),
 ])
 def test_a_bad_experiment_is_named(change, named):
@@ -148,6 +149,38 @@ def test_the_verdict_compares_compound_with_each_single_row(tmp_path):
     result3, _ = run(tmp_path, "worse", backend=FakeBackend(score=worse))
     assert all(v.separable and v.gap == pytest.approx(-0.2) for _, v in result3.verdicts[0].against)
     assert "compound lost to every single-dimension row by more than twice the seed spread" in result3.verdicts[0].text
+
+
+def test_each_row_is_compared_with_the_baseline_in_the_table_and_the_csv(tmp_path):
+    """What scaling bought: every healthy row against its base's baseline, by the ranking's rule
+    (separable beyond twice the spread), in NAME.md's table and NAME.csv's summary rows."""
+    def score(trial):  # width (model 1) clearly above the baseline; depth (2) level with it
+        return {1: 0.7, 2: 0.505}.get(trial.candidate, 0.5) + 0.002 * trial.seed
+
+    result, _ = run(tmp_path, backend=FakeBackend(score=score))
+    summary = pd.read_csv(result.out / "tiny.csv").query("kind == 'summary'").set_index("model")
+    assert summary.loc[1, "gain_vs_baseline"] == pytest.approx(20.0) and summary.loc[1, "gain_separable"]
+    assert summary.loc[2, "gain_vs_baseline"] == pytest.approx(0.5) and not summary.loc[2, "gain_separable"]
+    assert pd.isna(summary.loc[0, "gain_vs_baseline"])          # the baseline itself
+    md = (result.out / "tiny.md").read_text()
+    assert "| vs baseline (points) |" in md and "| +20.00 (separable, spread " in md and "| +0.50 (noise, spread " in md
+    assert "| 50.10 +/- 0.14 | 50.0, 50.2 |" in md and "| paper top-1 (%) |" in md  # each seed, and the paper's
+    # an experiment of its own (no paper figures): no paper columns; the recipe says what differs
+    bases = {"resnet20-cifar": {"rows": [{"method": "baseline"}, {"method": "depth", "d": 2}]}}
+    settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "own"),
+                             recipe={"residual_init": "scaled"})
+    own = reproduce(settings, backend=FakeBackend(score=score), progress=False, estimate=False)
+    md = (own.out / "tiny.md").read_text()
+    assert "paper" not in md and "| per seed (%) | vs baseline (points) |" in md
+    assert "Recipe: the defaults (docs/cli.md) but residual_init scaled." in md
+
+
+def test_a_budget_names_its_data_set_and_dataset_replaces_it(tmp_path):
+    budgets = {"smoke": {**TINY["budgets"]["smoke"], "dataset": "synthetic:hard"}}
+    path = tiny_file(tmp_path, budgets=budgets)
+    assert make_settings(path, "smoke").data.dataset == "synthetic:hard"
+    assert make_settings(path, "smoke", dataset="synthetic").data.dataset == "synthetic"
+    assert make_settings(tiny_file(tmp_path), "smoke").data.dataset == "synthetic"
 
 
 def test_a_row_matched_to_the_paper_rows_gets_its_own_verdict(tmp_path):

@@ -29,11 +29,11 @@ from .experiment import (BUDGET_FIELDS, CONFIGS, EXPERIMENTS, MATCHES, METHODS, 
                          parse_experiment)
 from .plan import (MATCH_TOLERANCE, MODEL_COLUMNS, MODELS, PHI_TARGET, Coefficients, Model, plan,
                    proxy_base)
-from .report import RESULT_COLUMNS, BaseVerdict, markdown, result_rows, verdicts, write_outputs
+from .report import RESULT_COLUMNS, BaseVerdict, gains, markdown, result_rows, verdicts, write_outputs
 from .run import ReproduceResult, SearchStarted, check_same_reproduction, reproduce
 
 __all__ = ["BUDGET_FIELDS", "CONFIGS", "EXPERIMENTS", "MATCHES", "MATCH_TOLERANCE", "METHODS", "MODELS",
            "MODEL_COLUMNS", "PHI_TARGET", "RESULT_COLUMNS", "SINGLES", "BaseVerdict", "Coefficients", "Experiment",
            "ExperimentError", "Model", "ReproduceResult", "ReproduceSettings", "Row", "SearchStarted",
-           "check_same_reproduction", "experiment_path", "load_experiment", "make_settings", "markdown",
+           "check_same_reproduction", "experiment_path", "gains", "load_experiment", "make_settings", "markdown",
            "parse_experiment", "plan", "proxy_base", "reproduce", "result_rows", "verdicts", "write_outputs"]

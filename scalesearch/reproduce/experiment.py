@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXPERIMENTS = ("table3", "figure8")
 METHODS = ("baseline", "depth", "width", "resolution", "compound")
 SINGLES = ("depth", "width", "resolution")
-BUDGET_FIELDS = ("resolution", "keep_maps", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
+BUDGET_FIELDS = ("resolution", "keep_maps", "dataset", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
 MATCHES = ("singles", "paper")  # what a 'match' compound row matches the FLOPs of
 
 
@@ -140,6 +140,9 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         _unknown(preset, list(BUDGET_FIELDS) + [k for k in recipe if k not in BUDGET_FIELDS], where)
         if "resolution" not in preset:
             raise ExperimentError(f"{where}: field 'resolution' is missing (the proxy base resolution)")
+        if "dataset" in preset and (not isinstance(preset["dataset"], str) or not preset["dataset"].strip()):
+            raise ExperimentError(f"{where}.dataset must be a data set: synthetic[:level] or a folder "
+                                  f"(got {preset['dataset']!r})")
         budgets[bname] = preset
     train = _mapping(top.get("train"), f"{source}: 'train'")
     try:
@@ -292,7 +295,8 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     preset.pop("seeds", None)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= 100:
         raise SettingsError(f"--seeds must be an integer from 1 to 100 (got {n_seeds!r})")
-    data = DataSettings(dataset=dataset or "synthetic", train_subset=preset.pop("train_subset", None),
+    preset_dataset = preset.pop("dataset", None)   # the preset's data set; --dataset replaces it
+    data = DataSettings(dataset=dataset or preset_dataset or "synthetic", train_subset=preset.pop("train_subset", None),
                         val_subset=preset.pop("val_subset", None), cache_dir=cache_dir)
     try:
         given = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}

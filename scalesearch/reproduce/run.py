@@ -79,7 +79,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
             summaries = summarize(rows)
             found = verdicts(models, summaries, dataset.n_val)
             result.summaries, result.verdicts = summaries, found
-            return write_outputs(run, settings, models, rows, summaries, found, dataset.name)
+            return write_outputs(run, settings, models, rows, summaries, found, dataset.name, dataset.n_val)
 
         rows = run_trials(trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run,
                           estimate=estimate, rewrite=write,

@@ -1,7 +1,8 @@
 """Which attribute does a short-trained network get right on a synthetic level: the shape or the texture?
 
 A synthetic class is (shape, texture), so a prediction can be right on one and wrong on
-the other.  This trains resnet20-cifar at some of ``capacity.py``'s configs under the
+the other.  This trains resnet20-cifar at some rows of the capacity study's experiment file
+(experiments/capacity/capacity.yaml, named by their labels: baseline, "width w=1.414", ...) under the
 default recipe and prints held-out top-1 with the shape and texture accuracy apart.  It is
 how the capacity study (experiments/capacity/NOTES.md) tells a task that only resolution
 can pay for (texture at chance) from one where capacity pays too.  The numbers quoted there:
@@ -21,13 +22,18 @@ import argparse
 
 import torch
 
-from capacity import CONFIGS
+from pathlib import Path
+
 from scalesearch.bases import get_base
 from scalesearch.cost import count_cost
 from scalesearch.data.synthetic import SYNTHETIC_LEVELS, SyntheticLevel, synthetic_dataset
 from scalesearch.models import build
+from scalesearch.reproduce import load_experiment
 from scalesearch.scaling import scale
 from scalesearch.train import TrainConfig, train_candidate
+
+
+CAPACITY = Path(__file__).resolve().parent / "capacity" / "capacity.yaml"
 
 
 def pair(text: str) -> tuple[float, float]:
@@ -42,7 +48,7 @@ def main() -> None:
     parser.add_argument("--textures", default="plain,stripes,checks,rings")
     parser.add_argument("--period", type=pair, default=(0.08, 0.2), help="grating period range, image widths")
     parser.add_argument("--radius", type=pair, default=(0.2, 0.35), help="object radius range, image widths")
-    parser.add_argument("--configs", default="1x", help="comma-separated names from capacity.py's CONFIGS")
+    parser.add_argument("--rows", default="baseline", help="comma-separated row labels of capacity/capacity.yaml")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--train", type=int, default=6000)
     parser.add_argument("--val", type=int, default=2000)
@@ -54,19 +60,19 @@ def main() -> None:
     level = SYNTHETIC_LEVELS[args.level] if args.level else SyntheticLevel(
         "probe", shapes=tuple(args.shapes.split(",")), textures=tuple(args.textures.split(",")),
         period_range=args.period, radius_range=args.radius)
-    by_name = {c[0]: c for c in CONFIGS}
-    unknown = [n for n in args.configs.split(",") if n not in by_name]
+    by_name = {row.label: row for row in load_experiment(CAPACITY).rows}
+    unknown = [n for n in args.rows.split(",") if n not in by_name]
     if unknown:
-        parser.error(f"unknown config {unknown[0]!r} (choose from {', '.join(by_name)})")
+        parser.error(f"unknown row {unknown[0]!r} (choose from {', '.join(by_name)})")
     dataset = synthetic_dataset(args.train, args.val, 0, level=level)
     base = get_base("resnet20-cifar").replace(num_classes=dataset.num_classes)
     base_flops = count_cost(base).flops
     textures = len(level.textures)
     print(f"{len(level.classes)} classes ({len(level.shapes)} shapes x {textures} textures), "
           f"{args.train} train / {args.val} held-out images, {args.epochs:g} epochs, lr_per_256 {args.lr_per_256:g}")
-    for name in args.configs.split(","):
-        _, d, w, r = by_name[name]
-        spec = scale(base, d=d, w=w, r=r)
+    for name in args.rows.split(","):
+        row = by_name[name]
+        spec = scale(base, d=row.d, w=row.w, r=row.r)
         for seed in (int(s) for s in args.seeds.split(",")):
             torch.manual_seed(seed)
             model = build(spec, feature_norm=True)

@@ -258,6 +258,11 @@ def _moved(name: str, text: str, decls: str = ""):  # noqa: ANN202 - a typer Opt
     return typer.Option(None, decls or flag, hidden=True, help=f"{text} (moved: --set {path}=VALUE)")
 
 
+# moved flags grid and reproduce share, declared once
+PRECISION_OPTION = _moved("precision", "auto (the measured fastest step per network and device, docs/performance.md), fp32 or bf16.")
+KEEP_MAPS_OPTION = _moved("keep_maps", "Keep the base's last feature map at a proxy resolution (docs/method.md).", "--keep-maps/--native-strides")
+
+
 def _moved_notes(given: dict[str, object]) -> list[str]:
     """One line per moved flag the user gave: the spelling that replaces it."""
     def shown(value: object) -> str:
@@ -276,11 +281,11 @@ def grid(
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help=_help("FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G).", "target_flops")),
     dataset: Optional[str] = DATASET_OPTION,
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    keep_maps: Optional[bool] = _moved("keep_maps", "Keep the base's last feature map at a proxy resolution (docs/method.md).", "--keep-maps/--native-strides"),
+    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
     fidelity: Optional[str] = typer.Option(None, "--fidelity", help="full: every candidate at the budget; halving: successive halving, the top 1/eta of each rung trained at eta times its budget (--set eta=3 --set rungs=3)."),
-    precision: Optional[str] = _moved("precision", "auto (the measured fastest step per network and device, docs/performance.md), fp32 or bf16."),
+    precision: Optional[str] = PRECISION_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
@@ -525,8 +530,8 @@ def reproduce(
     assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training or backend setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 (the rest is the experiment file's)."),
     dataset: Optional[str] = DATASET_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
-    precision: Optional[str] = _moved("precision", "auto (the measured fastest step per network and device, docs/performance.md), fp32 or bf16."),
-    keep_maps: Optional[bool] = _moved("keep_maps", "Keep the base's last feature map at a proxy resolution (docs/method.md).", "--keep-maps/--native-strides"),
+    precision: Optional[str] = PRECISION_OPTION,
+    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
     backend: Optional[str] = BACKEND_OPTION,
@@ -585,7 +590,9 @@ def reproduce(
 
 def _models_table(models) -> str:  # noqa: ANN001 - reproduce.Model
     rows = [dict(m.as_dict(), paper_gflops=m.row.paper_flops / 1e9 if m.row.paper_flops else None) for m in models]
-    paper = any(m.row.paper_flops is not None or m.row.paper_top1 is not None for m in models)
+    from .reproduce import carries_paper_figures
+
+    paper = carries_paper_figures(m.row for m in models)
     return table(rows, [("model", ""), "base", "label", ("d", ".3f"), ("w", ".3f"), ("r", ".3f"), "resolution",
                         ("params", ","), ("flops", ","), ("flops_ratio", ".2f")]
                  + ([("paper_gflops", ".2f"), ("paper_ratio", ".2f"), ("paper_top1", ".1f")] if paper else []))

@@ -25,8 +25,8 @@ package's modules: ``experiment`` (the file and the settings), ``plan`` (step 1)
 """
 
 from .experiment import (BUDGET_FIELDS, CONFIGS, EXPERIMENTS, MATCHES, METHODS, SINGLES, Experiment,
-                         ExperimentError, ReproduceSettings, Row, experiment_path, load_experiment, make_settings,
-                         parse_experiment)
+                         ExperimentError, ReproduceSettings, Row, carries_paper_figures, experiment_path,
+                         load_experiment, make_settings, parse_experiment)
 from .plan import (MATCH_TOLERANCE, MODEL_COLUMNS, MODELS, PHI_TARGET, Coefficients, Model, plan,
                    proxy_base)
 from .report import RESULT_COLUMNS, BaseVerdict, gains, markdown, result_rows, verdicts, write_outputs
@@ -35,5 +35,6 @@ from .run import ReproduceResult, SearchStarted, check_same_reproduction, reprod
 __all__ = ["BUDGET_FIELDS", "CONFIGS", "EXPERIMENTS", "MATCHES", "MATCH_TOLERANCE", "METHODS", "MODELS",
            "MODEL_COLUMNS", "PHI_TARGET", "RESULT_COLUMNS", "SINGLES", "BaseVerdict", "Coefficients", "Experiment",
            "ExperimentError", "Model", "ReproduceResult", "ReproduceSettings", "Row", "SearchStarted",
-           "check_same_reproduction", "experiment_path", "gains", "load_experiment", "make_settings", "markdown",
+           "carries_paper_figures", "check_same_reproduction", "experiment_path", "gains", "load_experiment",
+           "make_settings", "markdown",
            "parse_experiment", "plan", "proxy_base", "reproduce", "result_rows", "verdicts", "write_outputs"]

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import UserError
 from ..settings import BackendSettings, DataSettings, SettingsError
@@ -52,6 +52,11 @@ class Row:
             return f"compound d={self.d:g} w={self.w:g} r={self.r:g}"
         value = {"depth": self.d, "width": self.w, "resolution": self.r}[self.method]
         return f"{self.method} {self.method[0]}={value:g}"
+
+
+def carries_paper_figures(rows: Iterable[Row]) -> bool:
+    """Whether any row holds the paper's FLOPs or top-1 (a file of one's own may hold none)."""
+    return any(r.paper_flops is not None or r.paper_top1 is not None for r in rows)
 
 
 @dataclass(frozen=True)

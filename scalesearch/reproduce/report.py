@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 from ..ranking import Summary, Verdict, compare
 from ..rows import TRIALS, TrialRow
 from ..rundir import CONFIG, RunDir
-from .experiment import SINGLES, ReproduceSettings
+from .experiment import BUDGET_FIELDS, SINGLES, ReproduceSettings, carries_paper_figures
 from .plan import MODELS, Model
 
 @dataclass
@@ -162,7 +162,7 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
     exp = settings.experiment
     by_id = {s.candidate: s for s in summaries}
     recipe = settings.train
-    paper = any(r.paper_flops is not None or r.paper_top1 is not None for r in exp.rows)
+    paper = carries_paper_figures(exp.rows)
     lines = [f"# {exp.title}", "",
              f"Ours: {dataset_name}, budget `{settings.budget}` (proxy base resolution {settings.resolution} px"
              f"{', strides adapted to keep the native last feature map (keep_maps)' if settings.keep_maps else ''}, "
@@ -211,14 +211,12 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
 
 def _recipe_changes(recipe: Any) -> list[str]:
     """The recipe's fields that differ from the defaults (train.TrainConfig), besides the budget's."""
-    import dataclasses
-
+    from ..settings import recipe_fields
     from ..train import TrainConfig
 
     default = TrainConfig()
-    skip = {"epochs", "images", "batch_size", "seed", "device", "threads"}
-    return [f"{f.name} {getattr(recipe, f.name)}" for f in dataclasses.fields(TrainConfig)
-            if f.name not in skip and getattr(recipe, f.name) != getattr(default, f.name)]
+    return [f"{f.name} {getattr(recipe, f.name)}" for f in recipe_fields()
+            if f.name not in BUDGET_FIELDS and getattr(recipe, f.name) != getattr(default, f.name)]
 
 
 def _recipe_line(recipe: Any) -> str:

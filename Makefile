@@ -22,15 +22,19 @@ install: | $(BIN)/python
 	rm -f $(STAMP)
 	$(MAKE) $(STAMP) TORCH="$(TORCH)"
 
-# The main job on the built-in synthetic data: a phi = 1 search for ResNet-20 (CIFAR-style,
-# 32px) by successive halving: all 6 kept candidates x 2 seeds short-trained on 2 CPU cores,
-# the top third again at three times the budget, then the ranking, the rank agreement of the two
-# budgets, the family and the plots.
+# The main job on the built-in synthetic data: a phi = 1 search for ResNet-20 (CIFAR-style) at a
+# 24px proxy by successive halving: all 10 kept candidates (within 10% of 2x the FLOPs) x 2 seeds
+# short-trained on 2 CPU cores, the top third (4) again at three times the budget, then the
+# ranking, the rank agreement of the two budgets over those 4, the family and the plots.
+# residual_init scaled lets the deepest candidates train at this budget
+# (experiments/deep-candidates/NOTES.md). About 7 minutes on 2 AVX2-only cores (README.md).
 demo: $(STAMP)
-	$(BIN)/scalesearch grid --base resnet20-cifar --target-flops 2x --dataset synthetic \
-	    --epochs 4 --max-trials 6 --seeds 2 --fidelity halving --set eta=3 --set rungs=2 \
+	$(BIN)/scalesearch grid --base resnet20-cifar --resolution 24 --target-flops 2x --dataset synthetic \
+	    --epochs 2 --max-trials 10 --seeds 2 --fidelity halving --set eta=3 --set rungs=2 \
 	    --set data.train_subset=1500 --set data.val_subset=500 \
-	    --set grid.step=0.05 --set grid.alpha_max=2 --set grid.beta_max=1.45 --set order=spread --set phi_max=6 \
+	    --set train.batch_size=32 --set train.eval_every=0 --set train.residual_init=scaled \
+	    --set grid.step=0.05 --set grid.alpha_max=2 --set grid.beta_max=1.45 --set grid.tolerance=0.1 \
+	    --set order=spread --set phi_max=6 \
 	    --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)

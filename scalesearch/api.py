@@ -196,6 +196,7 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     seeds and data, in RUN/check-proxy-<budget>/, and measure the rank agreement of the two
     (agreement.py).  Returns what agreement.json holds."""
     from .agreement import agreement
+    from .forms import recorded_forms
     from .grid import run_grid
     from .gridspace import parse_budget
     from .plots import draw_agreement
@@ -221,6 +222,11 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     recipe = settings.train
     bigger = (recipe.replace(images=int(round(recipe.images * factor.value))) if recipe.images is not None
               else recipe.replace(epochs=recipe.epochs * factor.value))
+    # The larger budget trains in the run's own step form, so the two budgets differ in nothing else.
+    forms = recorded_forms(run.read_config(), list(run.finished().values()))
+    form = forms.get(settings.base) or (next(iter(forms.values())) if len(forms) == 1 else None)
+    if form is not None:
+        bigger = bigger.replace(precision=form.precision, layout=form.layout)
     out = run.path / f"check-proxy-{factor.value:g}x"
     checked = settings.replace(train=bigger, candidates=tuple(s.candidate for s in ranked), max_trials=None,
                                out=str(out), fidelity="full")  # every candidate at the larger budget

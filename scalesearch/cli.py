@@ -375,6 +375,7 @@ class _GridPrinter:
     """Prints the events of a search as they come."""
 
     def __call__(self, event) -> None:  # noqa: ANN001
+        from .forms import FormsChosen
         from .grid import Measured, dropped_summary
         from .study import Planned, StudyStarted, TrialFinished
 
@@ -395,6 +396,11 @@ class _GridPrinter:
                 typer.echo(f"warning: {event.lost}")
             if event.precision:
                 typer.echo(f"warning: {event.precision}")
+        elif isinstance(event, FormsChosen):
+            for choice in event.choices:
+                typer.echo(choice.text())
+                if choice.note:
+                    typer.echo(f"warning: {choice.note}")
         elif isinstance(event, Planned):
             if event.models:
                 typer.echo(_models_table(event.models))

@@ -34,7 +34,8 @@ from .spec import NetworkSpec
 from .ranking import SUMMARY_COLUMNS, Summary, Verdict, summarize, ties, verdict
 from .rows import TrialContext, TrialRow, TrialSpec
 from .rundir import BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, RunDir
-from .study import check_same, load_data, locked, open_run, run_trials
+from .forms import FormsChosen
+from .study import check_same, load_data, locked, open_run, run_trials, step_forms
 
 Event = Any
 
@@ -252,9 +253,13 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     trials = make_trials(base, chosen, settings, dataset.n_train)
     search = _Search(settings, run, resumed, dataset, base, base_cost, target, table, chosen)
     with locked(run, backend, trials, dry_run):
+        trials, forms = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend, progress,
+                                   timed=not dry_run)
+        emit(FormsChosen(tuple(forms.values())))
         run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                                     "base_params": base_cost.params, "target_flops_absolute": target,
-                                    "num_classes": dataset.num_classes, "dataset_name": dataset.name})
+                                    "num_classes": dataset.num_classes, "dataset_name": dataset.name,
+                                    "step_forms": {k: v.as_dict() for k, v in forms.items()}})
         if not (run / CANDIDATES).is_file():
             run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
         return _train_and_extrapolate(search, trials, backend, emit, progress, dry_run, estimate)

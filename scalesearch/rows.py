@@ -79,6 +79,7 @@ class TrialRow:
     clipped: float | None = None      # fraction of steps the gradient clip cut down
     precision: str = ""               # the step's form (train.step_form): fp32 or bf16,
     layout: str = ""                  # contiguous or channels_last ("" in rows written before)
+    machine: str = ""                 # what it trained on (forms.machine_label; "" in rows written before)
     state: str = COMPLETE
     diverged: str = ""                # why a DIVERGED trial was marked so
     backend: str = ""
@@ -99,7 +100,8 @@ class TrialRow:
         if result is not None:
             for name in ("top1", "loss", "train_loss", "seconds", "images_per_second", "epochs", "clipped"):
                 values[name] = getattr(result, name)
-            values.update(precision=getattr(result, "precision", ""), layout=getattr(result, "layout", ""))
+            values.update(precision=getattr(result, "precision", ""), layout=getattr(result, "layout", ""),
+                          machine=getattr(result, "machine", ""))
             reason = getattr(result, "diverged", "") or ""
             if reason and state == COMPLETE:
                 values.update(state=DIVERGED, diverged=reason)
@@ -141,7 +143,7 @@ class TrialRow:
                             f"result; move the file away to train its trials again, or choose another --out")
         values["state"] = str(values["state"] or COMPLETE)  # no state column: written before states existed
         values["diverged"] = str(values["diverged"] or "")
-        for name in ("backend", "precision", "layout"):
+        for name in ("backend", "precision", "layout", "machine"):
             values[name] = str(values[name] or "")
         return cls(**values)
 

@@ -161,6 +161,21 @@ def locked(run: RunDir, backend: Any = None, trials: Sequence[TrialSpec] = (), d
         run.release()
 
 
+def step_forms(run: RunDir, trials: Sequence[TrialSpec], backend_settings: Any, data: Any, n_train: int,
+               backend: Any, progress: bool = False, timed: bool = True) -> tuple[list[TrialSpec], dict[str, Any]]:
+    """Step 3, under the lock: the trials with the step's form of each base fixed (``forms.fix_forms``:
+    timed on this machine, or the form the run's finished trials were trained in) and the choices
+    to record in config.json.  Untimed (``timed`` False: a dry run, or a backend that trains
+    nothing) a cached timing or else the rule decides: a dry run stays quick, and its estimate
+    times the form the real run would take wherever this machine has timed it before."""
+    from .forms import fix_forms, recorded_forms
+
+    finished = list(run.finished().values()) if run.exists else []
+    recorded = recorded_forms(run.read_config(), finished) if finished else {}
+    context = TrialContext.of(data, backend_settings, progress)
+    return fix_forms(trials, context, n_train, recorded, timed=timed and getattr(backend, "trains", True))
+
+
 Schedule = Callable[[Sequence[TrialSpec], Callable[[list[TrialSpec], list[TrialRow]], list[TrialRow]]], list[TrialRow]]
 
 
@@ -247,7 +262,7 @@ def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: T
 
 __all__ = [  # this module's own, then the names re-exported from rows, rundir and ranking
     "Planned", "StudyStarted", "TrialFinished", "check_same", "first_difference", "load_data", "locked", "open_run", "run_study",
-    "run_trials", "verify_run",
+    "run_trials", "step_forms", "verify_run",
     "COMPLETE", "DIVERGED", "FAIL", "FINISHED", "PRUNED", "STATES", "TRIALS", "OnRow", "TrialContext", "TrialRow", "TrialSpec",
     "trial_id", "BEST", "CANDIDATES", "CHECKED", "CONFIG", "FAMILY", "LOCK", "MANIFEST", "STUDY", "SUMMARY", "RunDir",
     "RunFileDamaged", "RunFileError", "csv_text", "json_text", "read_csv", "writable_problem", "write_atomic",

@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from .data import Dataset
 from .errors import UserError
+from .forms import machine_label
 from .models import RESIDUAL_INITS, build
 
 Report = Callable[[int, float], None]
@@ -188,7 +189,8 @@ class TrainResult:
     ``clip_norm`` and was cut down to it (0 without clipping): near 1, the clip rescales
     every step by 1 / norm, and so acts as a learning rate that differs between networks.
     ``diverged`` is "" for a healthy run, else why it is not (see ``divergence``).
-    ``precision`` and ``layout`` are the form the step took (``step_form``).
+    ``precision`` and ``layout`` are the form the step took (``step_form``), ``machine`` what it
+    ran on (``forms.machine_label``: CPU model and instruction set, threads; or the GPU).
     """
 
     top1: float
@@ -202,6 +204,7 @@ class TrainResult:
     diverged: str = ""
     precision: str = ""
     layout: str = ""
+    machine: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -304,7 +307,8 @@ def _train(model: nn.Module, dataset: Dataset, resolution: int, config: TrainCon
                        images_seen=images, epochs=images / dataset.n_train,
                        clipped=clipped.item() / max(step, 1),
                        diverged=divergence(top1, loss, train_loss, dataset.num_classes, dataset.n_val),
-                       precision=form.precision, layout=form.layout)
+                       precision=form.precision, layout=form.layout,
+                       machine=machine_label(device, config.threads if device.type == "cpu" else None))
 
 
 def seconds_per_image(model: nn.Module, resolution: int, config: TrainConfig, batch: int,

@@ -30,6 +30,15 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def form_cache(tmp_path_factory) -> Path:
+    """The step-form timings (scalesearch/forms.py) cached for this session only, so the suite
+    never reads or leaves a user's cache; every process the tests start inherits it."""
+    path = tmp_path_factory.mktemp("form-cache")
+    os.environ["SCALESEARCH_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture
 def cifar10_path() -> Path:
     if not (SHARED_CIFAR10 / "train").is_dir():

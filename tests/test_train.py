@@ -44,7 +44,7 @@ def test_one_epoch_gives_sane_result(dataset):
     assert result.images_seen == 96 and result.epochs == 1.0
     assert result.seconds > 0 and result.images_per_second > 0
     assert set(result.as_dict()) == {"top1", "loss", "train_loss", "seconds", "images_per_second",
-                                     "images_seen", "epochs", "clipped", "diverged", "precision", "layout"}
+                                     "images_seen", "epochs", "clipped", "diverged", "precision", "layout", "machine"}
     assert 0.0 <= result.clipped <= 1.0
     assert result.precision in ("fp32", "bf16") and result.layout in ("contiguous", "channels_last")
 

@@ -8,7 +8,7 @@ on the same image-folder tree (default ../shared/data/cifar10), for the same num
   counts the training loop, batches included, not the evaluation at the end.  The images are
   decoded once into a uint8 array (cached on disk, as every run does; that one-off decode is
   timed apart) and each batch is cut, shifted, flipped, resized and normalised as one tensor;
-  the step takes the form ``train.step_form`` picks.
+  the step takes the form a run takes on this machine (``forms.choose``: timed, cached).
 * **hand loop**: a ``torch.utils.data.Dataset`` that opens and decodes each JPEG with PIL per
   sample, pads by 4 and crops at random, flips, resizes and normalises it, under a
   ``DataLoader`` with worker processes and persistent workers (pinned memory where there is a
@@ -40,7 +40,8 @@ from torch import nn
 
 from scalesearch import get_base
 from scalesearch.data import open_dataset
-from scalesearch.train import TrainConfig, build_model, step_form, train_candidate
+from scalesearch.forms import choose, machine
+from scalesearch.train import StepForm, TrainConfig, build_model, train_candidate
 
 DEFAULT_BASES = ("resnet20-cifar", "mobilenetv2", "efficientnet-b0", "resnet50")
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         decode = time.perf_counter() - tick
     config = TrainConfig(images=args.steps * args.batch, batch_size=args.batch, threads=args.threads, eval_every=0,
                          bn_recalibration=0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.workers} DataLoader worker(s), batch "
+    print(f"{machine('cpu', args.threads).label}; torch {torch.__version__}, {args.workers} DataLoader worker(s), batch "
           f"{args.batch}, {args.steps} steps x {args.rounds} rounds, {dataset.n_train} images of {args.data} "
           f"(the trainer's one-off decode: {decode:.1f} s)")
     cases = [(name, r) for r in resolutions for name in bases]
@@ -139,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
                                               shuffle=True, num_workers=args.workers, drop_last=True,
                                               pin_memory=torch.cuda.is_available(),
                                               persistent_workers=args.workers > 0) for r in resolutions}
+    # The form a run takes on this machine (forms.choose: timed once, cached), as grid trains it.
+    chosen = {case: choose(specs[case], config, "cpu", args.threads, dataset.n_train) for case in cases}
     rates: dict = {}
     for _ in range(args.rounds):
         for case in cases:
             spec = specs[case]
             torch.manual_seed(0)
             model = build_model(spec, config)
-            form = step_form(model, torch.device("cpu"))
-            result = train_candidate(model, dataset, case[1], config)
+            form = StepForm(chosen[case].precision, chosen[case].layout)
+            result = train_candidate(model, dataset, case[1], config.replace(precision=form.precision,
+                                                                             layout=form.layout))
             rates.setdefault((case, "trainer"), []).append(result.images_per_second)
             for kind, precision, layout in (("hand", "fp32", "contiguous"), ("hand-form", form.precision, form.layout)):
                 torch.manual_seed(0)

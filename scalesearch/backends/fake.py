@@ -35,6 +35,7 @@ def default_score(trial: TrialSpec) -> float:
 
 @dataclass
 class FakeBackend:
+    trains = False                                    # the step's form is taken by the rule, untimed
     name: str = "fake"
     score: Callable[[TrialSpec], float] = default_score
     diverge: set[str] = field(default_factory=set)   # trial ids to mark DIVERGED

@@ -13,7 +13,8 @@ from ..settings import flatten
 from ..ranking import Summary, summarize
 from ..rows import COMPLETE, TRIALS, TrialContext, TrialRow, TrialSpec
 from ..rundir import CONFIG, RunDir
-from ..study import check_same, load_data, locked, open_run, run_trials
+from ..forms import FormsChosen
+from ..study import check_same, load_data, locked, open_run, run_trials, step_forms
 from .experiment import ReproduceSettings
 from .plan import MODEL_COLUMNS, MODELS, Coefficients, Model, plan
 from .report import BaseVerdict, verdicts, write_outputs
@@ -56,12 +57,25 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                         f"{exp.name}.csv; choose another --out for the dry run")
     trials = make_trials(models, settings)
     with locked(run, backend, trials, dry_run):
+        forms: dict[str, Any] = {}
+
+        def fix(trials: list[TrialSpec]) -> list[TrialSpec]:
+            trials, chosen = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend,
+                                        progress, timed=not dry_run)
+            new = [choice for name, choice in chosen.items() if name not in forms]
+            forms.update(chosen)
+            if new:
+                emit(FormsChosen(tuple(new)))
+            return trials
+
         def write_config() -> None:
             run.write_run_json(CONFIG, {"kind": "reproduce", "settings": settings.as_dict(),
                                         "identity": settings.identity(), "num_classes": dataset.num_classes,
                                         "dataset_name": dataset.name,
-                                        "coefficients_found": {b: dataclasses.asdict(c) for b, c in found.items()}})
+                                        "coefficients_found": {b: dataclasses.asdict(c) for b, c in found.items()},
+                                        "step_forms": {k: v.as_dict() for k, v in forms.items()}})
 
+        trials = fix(trials)
         write_config()
         result = ReproduceResult(out=run.path, models=models)
         searched = [b for b in exp.bases if exp.coefficients.get(b) == "search" and b not in given]
@@ -71,7 +85,8 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                 write_config()
             if searched:
                 models = result.models = plan(settings, dataset.num_classes, given)
-                trials = make_trials(models, settings)  # the searched rows now have specs
+                trials = fix(make_trials(models, settings))  # the searched rows now have specs
+                write_config()
         run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
         context = TrialContext.of(settings.data, settings.backend, progress)
 

@@ -35,7 +35,7 @@ from .ranking import SUMMARY_COLUMNS, Summary, Verdict, summarize, ties, verdict
 from .rows import TrialContext, TrialRow, TrialSpec
 from .rundir import BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, RunDir
 from .forms import FormsChosen
-from .study import check_same, load_data, locked, open_run, run_trials, step_forms
+from .study import TrialFinished, check_same, load_data, locked, open_run, run_trials, step_forms
 
 Event = Any
 
@@ -253,13 +253,13 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     trials = make_trials(base, chosen, settings, dataset.n_train)
     search = _Search(settings, run, resumed, dataset, base, base_cost, target, table, chosen)
     with locked(run, backend, trials, dry_run):
-        trials, forms = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend, progress,
-                                   timed=not dry_run)
+        trials, forms, record = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend,
+                                           progress, timed=not dry_run)
         emit(FormsChosen(tuple(forms.values())))
         run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                                     "base_params": base_cost.params, "target_flops_absolute": target,
                                     "num_classes": dataset.num_classes, "dataset_name": dataset.name,
-                                    "step_forms": {k: v.as_dict() for k, v in forms.items()}})
+                                    "step_forms": record})
         if not (run / CANDIDATES).is_file():
             run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
         return _train_and_extrapolate(search, trials, backend, emit, progress, dry_run, estimate)
@@ -298,17 +298,25 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
               for k in range(settings.rungs if halves else 1)]
     rungs = halving.plan(len(search.chosen), settings.seeds, images, settings.eta)
     started = time.time()
+    trained: list[str] = []   # trials trained by this command (none: a resume with nothing to train)
 
     def schedule(rung0: Sequence[TrialSpec], study: Callable[..., list[TrialRow]]) -> list[TrialRow]:
         rows, result.rungs = halving.run_rungs(rung0, images, settings.eta, study)
         return rows
 
+    def counted(event: Event) -> None:
+        if isinstance(event, TrialFinished):
+            trained.append(event.row.trial)
+        emit(event)
+
+    cheaper = ["--resolution R --set keep_maps=true" if not settings.keep_maps else "",
+               "--set data.train_subset=N", "fewer --epochs", "--max-trials or --seeds",
+               "--fidelity halving" if not halves else ""]
     rows = run_trials(
-        trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run, estimate=estimate,
+        trials, run, backend, context, emit=counted, seed=settings.seed, dry_run=dry_run, estimate=estimate,
         planned=dict(units=len(search.chosen), unit="candidate(s)", seeds=settings.seeds,
                      images_per_trial=images[0], halving=halving.plan_text(rungs, settings.eta) if halves else "",
-                     cheaper="--resolution R --set keep_maps=true, --set data.train_subset=N, fewer --epochs, --max-trials "
-                             "or --seeds, or --fidelity halving (docs/method.md)"),
+                     cheaper=", ".join(c for c in cheaper if c) + " (docs/method.md)"),
         rewrite=lambda rows: _write_ranking(run, summarize(rows), settings, n_val=dataset.n_val),
         schedule=schedule if halves else None,
         # the later rungs, at rung 0's cost per image
@@ -328,7 +336,8 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     result.n_val = dataset.n_val
     result.verdict = verdict(result.summaries, dataset.n_val)
     result.ties = ties(result.summaries, dataset.n_val)
-    result.best = _write_ranking(run, result.summaries, settings, seconds=time.time() - started, n_val=dataset.n_val,
+    seconds = time.time() - started if trained or not (run / BEST).is_file() else _recorded_seconds(run)
+    result.best = _write_ranking(run, result.summaries, settings, seconds=seconds, n_val=dataset.n_val,
                                  rungs=result.rungs, agreements=result.agreements)
     best = result.best
     # The trials are done and saved: a family member too large to build ends the family
@@ -378,6 +387,17 @@ def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettin
         record["search_seconds"] = seconds
     run.write_run_json(BEST, record)
     return record
+
+
+def _recorded_seconds(run: RunDir) -> float | None:
+    """best.json's ``search_seconds`` as the last command that trained wrote it (None if none)."""
+    import json
+
+    try:
+        value = json.loads((run / BEST).read_text(encoding="utf-8")).get("search_seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def tie_text(tied: list[Verdict]) -> str:

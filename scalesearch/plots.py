@@ -23,13 +23,17 @@ def _points(run: RunDir) -> list[dict[str, Any]]:
 
 
 def _save(fig, stem: Path) -> list[Path]:  # noqa: ANN001 - a matplotlib Figure
-    """Write a figure as PNG and SVG beside each other, then free it."""
+    """Write a figure as PNG and SVG beside each other, then free it.  The same figure gives the
+    same bytes (no date in the SVG, its ids salted by a constant), so redrawing a run that has
+    not changed leaves its plots as they were."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     paths = [stem.with_suffix(f".{ext}") for ext in ("png", "svg")]
-    for path in paths:
-        fig.savefig(path)
+    with matplotlib.rc_context({"svg.hashsalt": "scalesearch"}):
+        for path in paths:
+            fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
     plt.close(fig)
     return paths
 

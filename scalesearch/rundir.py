@@ -188,9 +188,13 @@ class RunDir:
         """Make the folder and take its lock, or refuse naming the process that holds it."""
         import fcntl
 
+        lock = self.path / LOCK
+        if lock.is_symlink():  # the lock is truncated and written: never through a link
+            raise RunFileError(f"'{lock}' is a symbolic link (to '{os.readlink(lock)}'), and a run's lock is never "
+                               f"followed: remove the link, or choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise RunFileError(f"--out '{self.path}' cannot be written ({exc.strerror or exc}): "
                                f"choose another --out") from None
@@ -223,7 +227,7 @@ class RunDir:
         if self._lock_fd is not None or not (self.path / LOCK).is_file():
             return
         try:
-            fd = os.open(self.path / LOCK, os.O_RDONLY)
+            fd = os.open(self.path / LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return  # create_and_lock reports an unreadable lock
         try:

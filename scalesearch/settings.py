@@ -349,8 +349,10 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None, 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     """``--set NAME=VALUE`` items as flat settings: NAME is a field (``clip_norm``) or
-    SECTION.FIELD (``train.clip_norm``), VALUE a YAML scalar (0.5, true, null, sgd)."""
+    SECTION.FIELD (``train.clip_norm``), VALUE a YAML scalar (0.5, 5e-4, true, null, sgd)."""
     import yaml
+
+    from ._yaml import load
 
     out: dict[str, Any] = {}
     for item in items:
@@ -366,7 +368,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
         if owner is None and field_name not in {f.name for f in fields(SearchSettings)} - set(SECTIONS):
             raise SettingsError(f"--set '{item}': unknown setting '{field_name}'")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         if isinstance(value, (dict, list)) and field_name != "candidates":
@@ -384,9 +386,9 @@ def read_data_file(path: Path, what: str, error: type[UserError] = SettingsError
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             return json.loads(text)
-        import yaml
+        from ._yaml import load
 
-        return yaml.safe_load(text)
+        return load(text)
     except Exception as exc:  # noqa: BLE001 - any read or parser error, as one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise error(f"{what} '{path}' is not valid YAML/JSON: {first}") from None

@@ -351,9 +351,9 @@ def load_spec(path: str | Path) -> NetworkSpec:
     text = _read_text(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            from ._yaml import load
 
-            data = yaml.safe_load(text)
+            data = load(text)
         else:
             data = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - report any parser error as one line

@@ -166,3 +166,16 @@ def test_bf16_given_for_a_depthwise_network_on_a_cpu_is_warned_about(tmp_path):
         in warned.output
     dense = cli(*QUICK, "--set", "train.precision=bf16", "--set", "device=cpu", "--out", tmp_path / "b")
     assert dense.exit_code == 0 and "depthwise" not in dense.output
+
+
+def test_numbers_are_read_as_users_write_them(tmp_path):
+    """5e-4, 1E-3 and .5 are numbers in --set, recipe files and config files (YAML 1.1 alone reads
+    the first two as text, and the default weight decay's own value was refused)."""
+    assert parse_assignments(["train.weight_decay=5e-4", "lr=1E-3", "warmup=.5", "optimizer=5e"]) == \
+        dict(weight_decay=5e-4, lr=1e-3, warmup=0.5, optimizer="5e")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  weight_decay: 5e-4\n  lr_per_256: 4E-1\n")
+    assert load_recipe(recipe) == dict(weight_decay=5e-4, lr_per_256=0.4)
+    config = tmp_path / "config.yaml"
+    config.write_text("base: resnet20-cifar\ntrain:\n  weight_decay: 1e-3\n")
+    assert load_settings(config).train.weight_decay == 1e-3

@@ -57,13 +57,13 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                         f"{exp.name}.csv; choose another --out for the dry run")
     trials = make_trials(models, settings)
     with locked(run, backend, trials, dry_run):
-        forms: dict[str, Any] = {}
+        forms: dict[str, Any] = {}   # each base's step form, as config.json records it
 
         def fix(trials: list[TrialSpec]) -> list[TrialSpec]:
-            trials, chosen = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend,
-                                        progress, timed=not dry_run)
+            trials, chosen, record = step_forms(run, trials, settings.backend, settings.data, dataset.n_train,
+                                                backend, progress, timed=not dry_run)
             new = [choice for name, choice in chosen.items() if name not in forms]
-            forms.update(chosen)
+            forms.update(record)
             if new:
                 emit(FormsChosen(tuple(new)))
             return trials
@@ -73,7 +73,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                                         "identity": settings.identity(), "num_classes": dataset.num_classes,
                                         "dataset_name": dataset.name,
                                         "coefficients_found": {b: dataclasses.asdict(c) for b, c in found.items()},
-                                        "step_forms": {k: v.as_dict() for k, v in forms.items()}})
+                                        "step_forms": forms})
 
         trials = fix(trials)
         write_config()
@@ -99,8 +99,8 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
         rows = run_trials(trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run,
                           estimate=estimate, rewrite=write,
                           planned=dict(units=len(models), unit="models", seeds=settings.seeds, models=tuple(models),
-                                       cheaper="a smaller --budget preset of the experiment file, or --seeds 1 "
-                                               "(docs/cli.md)"))
+                                       cheaper="a smaller --budget preset of the experiment file"
+                                               + (", or --seeds 1" if settings.seeds > 1 else "") + " (docs/cli.md)"))
         if rows is None:  # a dry run: every row built and counted, the estimate, nothing trained
             run.write_run_csv(f"{exp.name}.csv", [m.as_dict() for m in models], MODEL_COLUMNS)
             result.files = [run / CONFIG, run / MODELS, run / f"{exp.name}.csv"]

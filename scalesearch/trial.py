@@ -65,8 +65,9 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
     picks, the recipe's optimizer and clip, the trial's device and threads), at the recipe's
     batch or at ``batch``; ``quick`` (a dry run) times one step of the recipe's batch cut to
     QUICK_FLOPS, at least 8 images: seconds where a large network's batch at a large
-    resolution would take minutes, and a small network still timed on a typical batch.
-    Time per image is taken as linear in FLOPs between the two measured networks; each
+    resolution would take minutes, and a small network still timed on a typical batch; it times
+    the cheapest network alone and takes time per image in proportion to FLOPs from it.
+    Otherwise time per image is taken as linear in FLOPs between the two measured networks; each
     evaluation (after every ``eval_every`` epochs and at the end) adds the held-out split and
     the batch-norm recalibration images at a third of a training image each (a forward pass).
     """
@@ -81,7 +82,9 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
     dataset = load_dataset(context.data, data_seed)
     device = resolve_device(context.device)
     cheapest, dearest = min(trials, key=lambda t: t.flops), max(trials, key=lambda t: t.flops)
-    ends = [cheapest] if cheapest.spec == dearest.spec else [cheapest, dearest]
+    # A dry run times the cheapest network alone and scales its time per image by FLOPs: the
+    # dearest may take minutes to build and step (a depth of 1000 did), and nothing trains yet.
+    ends = [cheapest] if quick or cheapest.spec == dearest.spec else [cheapest, dearest]
     per_image = []
     for trial in ends:
         config = dataclasses.replace(trial.recipe, device=device, threads=context.threads)
@@ -93,7 +96,11 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         per_image.append((trial.flops, seconds_per_image(model, trial.spec.resolution, config, timed,
                                                          trial.spec.num_classes, 1 if quick else steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]
-    slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
+    if len(per_image) == 2 and f1 != f0:
+        slope = (t1 - t0) / (f1 - f0)
+    else:  # one network timed: time per image in proportion to FLOPs (a dry run), or the same
+        slope = t0 / f0 if quick and f0 > 0 else 0.0
+        t0, f0 = (0.0, 0) if quick and f0 > 0 else (t0, f0)
     seconds = 0.0
     for trial in trials:
         recipe = trial.recipe

@@ -453,3 +453,15 @@ def test_a_diverged_baseline_shared_by_every_curve_counts_once():
     baseline = Point(1e6, 10.0, diverged=True)
     series = [Series(name, [baseline, Point(2e6, 40.0)]) for name in ("width", "depth", "resolution", "compound")]
     assert hollow_points(series) == {(1e6, 10.0)}
+
+
+def test_a_dry_run_times_only_the_cheapest_row_so_an_absurd_row_cannot_hang_it(tmp_path):
+    """A depth of 1000 (3,000 layers) is built and counted, not stepped: the estimate scales the
+    cheapest row's time per image by FLOPs, about a thousand times the baseline's here."""
+    experiment = tmp_path / "deep.yaml"
+    experiment.write_text("name: deep\ntitle: a very deep row\nseed: 0\nbudgets:\n  smoke: {resolution: 16, "
+                          "train_subset: 48, val_subset: 24, epochs: 1, batch_size: 16, seeds: 1}\nbases:\n"
+                          "  resnet20-cifar:\n    rows:\n      - {method: baseline}\n      - {method: depth, d: 1000}\n")
+    done = command("reproduce", "--config", experiment, "--budget", "smoke", "--dry-run", "--out", tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    assert "depth d=1000" in done.output and "estimated" in done.output

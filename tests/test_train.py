@@ -437,8 +437,9 @@ def test_the_optimizer_setting_picks_the_optimizer(dataset):
 
 def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
     """estimate_seconds: the trainer's seconds per image for the cheapest and the dearest
-    network (on the trial's device and threads), linear in FLOPs between them, times the
-    training images plus, per evaluation, the held-out and recalibration images at a third."""
+    network (on the trial's device and threads), linear in FLOPs between them (a dry run: the
+    cheapest alone, in proportion to FLOPs), times the training images plus, per evaluation,
+    the held-out and recalibration images at a third."""
     import scalesearch.train as train_module
     from scalesearch.settings import DataSettings
     from scalesearch.study import TrialContext, TrialSpec
@@ -463,11 +464,16 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
     estimate_seconds(trials, context, 0, steps=1, batch=8)
     assert measured[2:] == [(16, 1, "cpu", 8, 4), (32, 1, "cpu", 8, 4)]  # a batch given
     big = [dataclasses.replace(t, flops=int(1e9 * (i + 1))) for i, t in enumerate(trials)]
-    estimate_seconds(big, context, 0, quick=True)  # a dry run: the batch cut to QUICK_FLOPS, at least 8
-    assert measured[4:] == [(16, 1, "cpu", 20, 4), (24, 1, "cpu", 8, 4)]  # 2e10 / 1e9, and 8 for 3e9
+    quick = estimate_seconds(big, context, 0, quick=True)  # a dry run: the cheapest alone, its batch cut
+    assert measured[4:] == [(16, 1, "cpu", 20, 4)]  # to QUICK_FLOPS: 2e10 / 1e9
+    big3 = [dataclasses.replace(t, flops=int(3e9)) for t in trials]
+    estimate_seconds(big3[:1], context, 0, quick=True)
+    assert measured[5:] == [(16, 1, "cpu", 8, 4)]  # at least 8 images for 3e9
+    # Time per image in proportion to FLOPs from the cheapest: 1 ms at 1e9, 2 ms at 2e9, 3 ms at 3e9.
     # 96 images, batch 32: 6 steps of 2 epochs = 192 images, 2 evaluations of 36 + 64 images at a third.
     per_trial = 192 + 2 * (36 + 64) / 3
     assert seconds == pytest.approx(per_trial * (1e-3 + 2e-3 + 1.5e-3))
+    assert quick == pytest.approx(per_trial * (1e-3 + 2e-3 + 3e-3))
     assert estimate_seconds([], context, 0) == 0.0
 
 

@@ -7,15 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from .bases import get_base
-from .errors import UserError
+from .errors import UserError, checked_arguments, require
 from .scaling import DEFAULT_ROUNDING, Rounding, check_factors, compound, scale
 from .spec import NetworkSpec
 
 
-def resolve(base: str | Path | NetworkSpec) -> NetworkSpec:
+def resolve(base: str | Path | NetworkSpec, function: str = "measure") -> NetworkSpec:
+    require(isinstance(base, (NetworkSpec, str, Path)), function, "base", base, "a NetworkSpec, a base name or a spec file")
     return base if isinstance(base, NetworkSpec) else get_base(str(base))
 
 
+def _path(value: Any, function: str, argument: str, what: str) -> Path:
+    require(isinstance(value, (str, Path)), function, argument, value, what)
+    return Path(value)
+
+
+@checked_arguments
 def measure(base: str | Path | NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
             rounding: Rounding = DEFAULT_ROUNDING, *, resolution: int | None = None,
             keep_maps: bool = False) -> dict[str, Any]:
@@ -82,6 +89,7 @@ def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
                         scale=(d, w, resolution / base.resolution))
 
 
+@checked_arguments
 def create_model(source: str | Path | NetworkSpec, phi: int = 0, alpha: float | None = None,
                  beta: float | None = None, gamma: float | None = None):  # noqa: ANN201 - torch.nn.Module
     """The ``nn.Module`` of a family member, freshly initialised, for your own training pipeline.
@@ -91,9 +99,13 @@ def create_model(source: str | Path | NetworkSpec, phi: int = 0, alpha: float | 
     """
     from .models import build
 
+    require(isinstance(source, (NetworkSpec, str, Path)), "create_model", "source", source,
+            "a run directory, a base name, a spec file or a NetworkSpec")
+    require(isinstance(phi, int) and not isinstance(phi, bool) and phi >= 0, "create_model", "phi", phi,
+            "a whole number >= 0")
     if not isinstance(source, NetworkSpec) and _is_run(Path(source)):
         return build(member_spec(source, phi))
-    spec = resolve(source)
+    spec = resolve(source, "create_model")
     if phi:
         if alpha is None or beta is None or gamma is None:
             raise UserError("create_model: phi > 0 on a base needs alpha, beta and gamma (or pass a run directory)")
@@ -105,6 +117,7 @@ UNTRAINED = ("untrained: freshly initialised weights of the member's architectur
              "short proxies at phi = 1 and keeps no weights); train it in your own pipeline")
 
 
+@checked_arguments
 def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: int | None = None,
                   in_channels: int | None = None) -> list[Path]:
     """Write family member ``phi`` of a run: spec.yaml, model.pt (an untrained state_dict)
@@ -118,7 +131,8 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: i
     from .spec import save_spec
     from .rundir import writable_problem
 
-    out = Path(out)
+    _path(run_dir, "export_member", "run_dir", "a finished run directory")
+    out = _path(out, "export_member", "out", "a folder path")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not an empty folder; choose another --out")
     existing = out
@@ -148,6 +162,7 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: i
     return files
 
 
+@checked_arguments
 def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
     """Rebuild an exported member from its spec.yaml and load its model.pt."""
     import pickle
@@ -157,7 +172,7 @@ def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
     from .models import build
     from .spec import load_spec
 
-    folder = Path(folder)
+    folder = _path(folder, "load_model", "folder", "the folder `scalesearch export` wrote")
     for name in ("spec.yaml", "model.pt"):
         if not (folder / name).is_file():
             raise UserError(f"'{folder}' is not an exported member: it has no {name} (see `scalesearch export`)")
@@ -172,6 +187,7 @@ def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
     return model
 
 
+@checked_arguments
 def reproduce(experiment: str | Path, budget: str = "smoke", *, dry_run: bool = False, progress: bool = True,
               estimate: bool = True, **options: Any):  # noqa: ANN201 - reproduce.ReproduceResult
     """What `scalesearch reproduce` does: ``experiment`` is table3, figure8 or an experiment file;
@@ -179,7 +195,12 @@ def reproduce(experiment: str | Path, budget: str = "smoke", *, dry_run: bool = 
     backend, ...).  Returns the result (models, rows, verdicts, files written)."""
     from .reproduce import make_settings, reproduce as run  # the module (the package's name is this function)
 
-    settings = make_settings(experiment, budget, **options)
+    _path(experiment, "reproduce", "experiment", "table3, figure8 or an experiment file's path")
+
+    try:
+        settings = make_settings(experiment, budget, **options)
+    except UserError as exc:  # an unknown option is this function's
+        raise UserError(str(exc).replace("make_settings()", "reproduce()", 1)) from None
     return run(settings, dry_run=dry_run, progress=progress, estimate=estimate)
 
 
@@ -189,6 +210,7 @@ def _budget_name(recipe: Any) -> str:
     return f"{recipe.epochs:g} epoch{'' if recipe.epochs == 1 else 's'}"
 
 
+@checked_arguments
 def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *, progress: bool = True,
                 estimate: bool = True, backend: Any = None, on_event: Any = None) -> dict[str, Any]:
     """Ask a finished search whether its proxy ranks like a bigger budget: train its ``top``
@@ -205,7 +227,7 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     from .rows import TRIALS
     from .rundir import CANDIDATES, CONFIG, RunDir
 
-    run = RunDir(run_dir)
+    run = RunDir(_path(run_dir, "check_proxy", "run_dir", "a finished run directory"))
     if not run.exists:
         raise UserError(f"'{run.path}' is not a scalesearch run directory (no config.json)")
     if isinstance(top, bool) or not isinstance(top, int) or top < 2:

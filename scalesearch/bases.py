@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .errors import checked_arguments
 from .scaling import scale
 from .spec import HeadSpec, NetworkSpec, SpecError, StageSpec, StemSpec, load_spec
 
@@ -127,6 +128,7 @@ def base_names() -> list[str]:
     return list(BASES)
 
 
+@checked_arguments
 def get_base(name_or_path: str | Path) -> NetworkSpec:
     """A registered base by name, or a spec read from a .json/.yaml/.yml file path."""
     key = str(name_or_path)

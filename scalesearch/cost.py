@@ -42,7 +42,7 @@ from fvcore.nn.flop_count import conv_flop_jit
 
 from . import blocks
 from .cost_analytic import Tally, part_tally
-from .errors import UserError
+from .errors import UserError, checked_arguments, require
 from .models import Part, build, iter_parts
 from .spec import NetworkSpec, output_size
 
@@ -214,8 +214,10 @@ def _forget_replaced_blocks() -> None:
         _block_generation = blocks.generation()
 
 
+@checked_arguments
 def count_cost(spec: NetworkSpec) -> Cost:
     """Params, FLOPs (conv+linear multiply-adds), other FLOPs and conv activations of a spec."""
+    require(isinstance(spec, NetworkSpec), "count_cost", "spec", spec, "a NetworkSpec (get_base('resnet18') gives one)")
     _forget_replaced_blocks()
     key = _network_key(spec)
     if key not in _spec_costs:

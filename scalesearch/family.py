@@ -13,12 +13,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, checked_arguments, require
 from .scaling import DEFAULT_ROUNDING, Rounding, compound, nominal_ratio, scale
 from .gridspace import fit_resolution
 from .spec import NetworkSpec
 
 
+@checked_arguments
 def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: float, phi_max: int | None = None,
            rounding: Rounding = DEFAULT_ROUNDING, *, target: float | None = None,
            tolerance: float | None = None) -> list[dict[str, Any]]:
@@ -40,6 +41,8 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
     from .bases import get_base
     from .settings import PHI_MAX_LIMIT, default_of
 
+    require(isinstance(base, (NetworkSpec, str, Path)), "family", "base", base, "a NetworkSpec, a base name or a spec file")
+    require(isinstance(rounding, Rounding), "family", "rounding", rounding, "a Rounding (e.g. Rounding(depth_rule='stage'))")
     base = base if isinstance(base, NetworkSpec) else get_base(str(base))  # a name or spec file, as the CLI takes
     compound(alpha, beta, gamma, 0)
     if target is not None and (isinstance(target, bool) or not (isinstance(target, (int, float))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from .backends import get_backend
 from .bases import get_base
-from .errors import UserError
+from .errors import UserError, checked_arguments, require
 from .gridspace import Candidate, candidates, drop_counts
 from .settings import SearchSettings
 from .spec import NetworkSpec
@@ -208,6 +208,7 @@ def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSett
     return trials
 
 
+@checked_arguments
 def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Callable[[Event], None] | None = None,
              progress: bool = True, backend: Any = None, estimate: bool = True) -> GridResult:
     """The whole phi = 1 search; see the module docstring.  ``backend`` overrides the settings' one."""
@@ -215,6 +216,8 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
 
     from .cost import count_cost
 
+    require(isinstance(settings, SearchSettings), "run_grid", "settings", settings,
+            "a SearchSettings (SearchSettings.make('resnet20-cifar', ...) gives one)")
     emit = on_event or (lambda event: None)
     get_base(settings.base)                                    # an unknown base is named first
     backend = backend or get_backend(settings.backend, settings.seed)
@@ -238,6 +241,8 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     else:
         table = saved
     kept = [c for c in table if c.kept]
+    if resumed:
+        run.check_references()
     geometry = _geometry_text(settings, dataset.num_classes) if settings.keep_maps else ""
     emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
                   resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings),

@@ -141,6 +141,10 @@ class TrialRow:
         if problem:
             raise UserError(f"{where}: the row of trial {values['trial']} is incomplete ({problem}), so it is no "
                             f"result; move the file away to train its trials again, or choose another --out")
+        nonsense = _out_of_range(values)
+        if nonsense:
+            raise UserError(f"{where}: the row of trial {values['trial']} has {nonsense}, which no run writes; "
+                            f"restore the file, or move it away to train its trials again")
         values["state"] = str(values["state"] or COMPLETE)  # no state column: written before states existed
         values["diverged"] = str(values["diverged"] or "")
         for name in ("backend", "precision", "layout", "machine"):
@@ -149,6 +153,44 @@ class TrialRow:
 
 
 STATES = (COMPLETE, PRUNED, DIVERGED, FAIL)
+
+
+# (field, the check, what it must be) for the values a run writes; None always passes.
+_RANGES = (
+    ("candidate", lambda v: v >= 0, "a candidate id >= 0"),
+    ("seed", lambda v: v >= 0, "a seed >= 0"),
+    ("rung", lambda v: v >= 0, "a rung >= 0"),
+    ("budget", lambda v: v > 0, "a positive number of images"),
+    ("resolution", lambda v: v > 0, "a positive resolution"),
+    ("params", lambda v: v > 0, "a positive parameter count"),
+    ("flops", lambda v: v > 0, "a positive FLOP count"),
+    ("acts", lambda v: v >= 0, "an activation count >= 0"),
+    ("alpha", lambda v: 0 < v < math.inf, "a finite coefficient > 0"),
+    ("beta", lambda v: 0 < v < math.inf, "a finite coefficient > 0"),
+    ("gamma", lambda v: 0 < v < math.inf, "a finite coefficient > 0"),
+    ("flops_ratio", lambda v: 0 < v < math.inf, "a finite ratio > 0"),
+    ("seconds", lambda v: 0 <= v < math.inf, "a finite time >= 0"),
+    ("images_per_second", lambda v: 0 <= v < math.inf, "a finite rate >= 0"),
+    ("clipped", lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+)
+
+
+def _out_of_range(values: dict[str, Any]) -> str:
+    """What in a row read back is a value no run writes ("" when nothing): a top-1 outside
+    [0, 1], a count that is not positive, a non-finite number where a run writes a finite one.
+    A DIVERGED or FAILed row may hold non-finite losses and top-1; a COMPLETE one may not."""
+    for name, ok, what in _RANGES:
+        value = values[name]
+        if value is not None and not ok(value):
+            return f"{name} = {value!r} (it must be {what})"
+    top1 = values["top1"]
+    if top1 is not None and math.isfinite(top1) and not 0 <= top1 <= 1:
+        return f"top1 = {top1!r} (a top-1 accuracy is a fraction in [0, 1])"
+    if (values["state"] or COMPLETE) == COMPLETE:
+        for name in ("top1", "loss", "train_loss"):
+            if values[name] is not None and not math.isfinite(values[name]):
+                return f"{name} = {values[name]!r} in a COMPLETE row (a run marks a non-finite result DIVERGED)"
+    return ""
 
 
 def _incomplete(row: dict[str, Any], values: dict[str, Any]) -> str:

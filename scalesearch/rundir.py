@@ -175,8 +175,22 @@ class RunDir:
         """For a command that reads a run folder and changes nothing in it (plot, curves,
         export): refuse one whose ``names`` no longer match their checksums, as a resume
         would; returns config.json ({} for a folder without one)."""
+        names = list(names)
         self.verify(names)
+        if TRIALS in names:
+            self.check_references()
         return self.read_config() if self.exists else {}
+
+    def check_references(self) -> None:
+        """Refuse a trials.csv row (each checked by ``TrialRow.from_row``, ids unique) that names a
+        candidate this run's candidates.csv does not hold: no search of this run trained it."""
+        if not (self.path / CANDIDATES).is_file():
+            return  # a reproduction: its rows are models.csv's, numbered by the plan
+        ids = {row.get("id") for row in read_csv(self.path / CANDIDATES)}
+        stray = next((row for row in self.trials().values() if row.candidate not in ids), None)
+        if stray is not None:
+            raise UserError(f"'{self.path / TRIALS}': trial {stray.trial} names candidate {stray.candidate}, which is "
+                            f"not a row of {CANDIDATES}; restore the file, or move it away to train its trials again")
 
     def check_writable(self, what: str) -> None:
         """Refuse before any work when ``what`` cannot be written into this folder."""
@@ -299,8 +313,15 @@ class RunDir:
             self._lock_fd = None
 
     def trials(self) -> dict[str, TrialRow]:
+        """trials.csv's rows by trial id; a trial id written twice is refused (which row would count?)."""
         rows = [TrialRow.from_row(r, str(self.path / TRIALS)) for r in read_csv(self.path / TRIALS)]
-        return {r.trial: r for r in rows}
+        found: dict[str, TrialRow] = {}
+        for row in rows:
+            if row.trial in found:
+                raise UserError(f"'{self.path / TRIALS}': trial {row.trial} has two rows, which no run writes; "
+                                f"restore the file, or move it away to train its trials again")
+            found[row.trial] = row
+        return found
 
     def finished(self) -> dict[str, TrialRow]:
         return {k: r for k, r in self.trials().items() if r.state in FINISHED}

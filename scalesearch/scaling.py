@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .errors import UserError
+from .errors import UserError, checked_arguments, require
 from .spec import HeadSpec, NetworkSpec
 
 
@@ -63,6 +63,9 @@ class Rounding:
             raise bad("depth", "must be 'ceil' or 'round'")
         if self.depth_rule not in DEPTH_RULES:
             raise bad("depth_rule", "must be 'stage' or 'total'")
+
+
+Rounding.__init__ = checked_arguments(Rounding.__init__)  # an unknown field is one line, as a bad value is
 
 
 DEFAULT_ROUNDING = Rounding()
@@ -143,6 +146,7 @@ def _factor_problem(name: str, value: object, minimum: float, inclusive: bool) -
     return ""
 
 
+@checked_arguments
 def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float, float, float]:
     """Eq. 3: d = alpha^phi, w = beta^phi, r = gamma^phi."""
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
@@ -169,6 +173,7 @@ def check_factors(d: float, w: float, r: float) -> None:
             raise ScaleError(problem)
 
 
+@checked_arguments
 def scale(spec: NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
           rounding: Rounding = DEFAULT_ROUNDING) -> NetworkSpec:
     """Return a new spec with depth x d, width x w and resolution x r (Eq. 1 rewritten).
@@ -176,6 +181,8 @@ def scale(spec: NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
     Generic: the same rules apply to every stage of every family.  The stem, every
     stage's channels and the head's 1x1 conv scale with w; every stage's layers with d.
     """
+    require(isinstance(spec, NetworkSpec), "scale", "spec", spec, "a NetworkSpec (get_base('resnet18') gives one)")
+    require(isinstance(rounding, Rounding), "scale", "rounding", rounding, "a Rounding (e.g. Rounding(depth_rule='stage'))")
     check_factors(d, w, r)
     stem = replace(spec.stem, out_channels=round_channels(spec.stem.out_channels * w, rounding))
     depths = round_depths([st.layers for st in spec.stages], d, rounding)

@@ -415,3 +415,28 @@ def test_real_cifar10_tree_with_small_subsets(tmp_path):
     x, y = batches(ds, 32, 200)[0]
     assert x.shape == (200, 3, 32, 32) and torch.bincount(y).tolist() == [20] * 10
     assert abs(float(x.mean())) < 0.3 and 0.7 < float(x.std()) < 1.3  # normalised
+
+
+def test_links_that_lead_nowhere_are_refused_by_name_and_any_file_name_is_read(tmp_path):
+    """A symbolic link that loops or whose target is gone is one DatasetError naming it, never an
+    OSError; a file or class folder named in bytes that are not UTF-8 is read like any other."""
+    import os
+
+    from conftest import make_color_folders
+
+    root = make_color_folders(tmp_path / "tree", per_class=4, val_per_class=2, size=8)
+    loop = root / "train" / "red" / "loop.png"
+    os.symlink(loop.name, loop)
+    with pytest.raises(DatasetError, match=r"image '.*loop.png' cannot be read \(Too many levels of symbolic links\)"):
+        open_dataset(str(root), cache_dir=tmp_path / "cache")
+    loop.unlink()
+    gone = root / "train" / "red" / "gone.png"
+    os.symlink(tmp_path / "nowhere.png", gone)
+    with pytest.raises(DatasetError, match=r"image '.*gone.png' is a symbolic link to nothing \('.*nowhere.png'\)"):
+        open_dataset(str(root), cache_dir=tmp_path / "cache")
+    gone.unlink()
+    os.rename(os.fsencode(root / "train" / "red" / "0.png"), os.fsencode(root / "train" / "red") + b"/\xff\xfe.png")
+    for split in ("train", "val"):
+        os.rename(os.fsencode(root / split / "blue"), os.fsencode(root / split) + b"/bl\xe9u")
+    ds = open_dataset(str(root), cache_dir=tmp_path / "cache")
+    assert ds.n_train == 12 and ds.num_classes == 3

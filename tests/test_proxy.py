@@ -165,7 +165,7 @@ def _check(tmp_path, score, name, **flags):
 
 def test_check_proxy_when_the_budgets_agree(tmp_path):
     def score(trial):  # the same order at every budget, 10 points higher at 4 epochs, small seed noise
-        return 0.2 + 0.05 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
+        return 0.2 + 0.005 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
 
     record = _check(tmp_path, score, "agree")
     assert (record["n"], record["tau"], record["rho"]) == (4, 1.0, 1.0)      # the grid keeps 4 candidates
@@ -183,7 +183,7 @@ def test_check_proxy_of_a_halving_run_starts_from_its_rung_0(tmp_path):
     """Under successive halving the run's own budget is rung 0's, where every candidate trained:
     check-proxy compares those scores with the larger budget, not the promoted ones' higher rung."""
     def score(trial):
-        return 0.2 + 0.05 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
+        return 0.2 + 0.005 * trial.candidate + 0.025 * trial.recipe.epochs + 0.002 * trial.seed
 
     record = _check(tmp_path, score, "halved", fidelity="halving", eta=2, rungs=2)
     rung0 = pd.read_csv(tmp_path / "halved" / "trials.csv").query("rung == 0")
@@ -197,7 +197,7 @@ def test_check_proxy_of_a_halving_run_starts_from_its_rung_0(tmp_path):
 def test_check_proxy_when_the_bigger_budget_reverses_the_ranking(tmp_path):
     def score(trial):  # at 1 epoch the small candidates lead; at 4 epochs the order is reversed
         sign = 1 if trial.recipe.epochs == 1 else -1
-        return 0.5 + sign * 0.05 * trial.candidate + 0.002 * trial.seed
+        return 0.5 + sign * 0.005 * trial.candidate + 0.002 * trial.seed
 
     record = _check(tmp_path, score, "reverse")
     assert (record["tau"], record["rho"]) == (-1.0, -1.0) and record["high"] < 0

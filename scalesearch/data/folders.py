@@ -96,7 +96,27 @@ def _image_files(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     with os.scandir(folder) as entries:
-        return sorted(e.path for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+        return sorted(e.path for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and _is_image_file(e))
+
+
+def _is_image_file(entry: os.DirEntry) -> bool:
+    """Whether an image-named entry is a file to read; a link that leads nowhere (a loop, a
+    missing target) is refused by name rather than skipped, so no image is silently lost."""
+    try:
+        if entry.is_file():
+            return True
+    except OSError as exc:
+        raise DatasetError(f"image '{_shown(entry.path)}' cannot be read ({exc.strerror or exc}): a symbolic link "
+                           f"that loops? remove or fix it") from None
+    if entry.is_symlink():
+        raise DatasetError(f"image '{_shown(entry.path)}' is a symbolic link to nothing "
+                           f"('{_shown(os.readlink(entry.path))}'): remove or fix it")
+    return False
+
+
+def _shown(path: str) -> str:
+    """A path as a message can print it: bytes that are not UTF-8 shown as escapes, not an error."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _list_split(folder: Path, classes: list[str], require_all: bool) -> _Listing:
@@ -124,7 +144,7 @@ def _listing_key(root: Path, listings: dict[str, _Listing]) -> str:
         for path, label in zip(listing.files, listing.labels.tolist()):
             st = os.stat(path)
             lines.append(f"{split}\0{os.path.abspath(path)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:20]
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:20]  # any file name
 
 
 

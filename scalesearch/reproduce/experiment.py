@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, checked_arguments
 from ..settings import BackendSettings, DataSettings, SettingsError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -270,6 +270,7 @@ class ReproduceSettings:
                     train=data["train"], coefficients=data["coefficients"], keep_maps=self.keep_maps)
 
 
+@checked_arguments
 def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *, dataset: str | None = None,
                   seeds: int | None = None, device: str | None = None, backend: str | None = None,
                   address: str | None = None, cpus_per_trial: float | None = None,

@@ -264,12 +264,23 @@ KEEP_MAPS_OPTION = _moved("keep_maps", "Keep the base's last feature map at a pr
 
 
 def _moved_notes(given: dict[str, object]) -> list[str]:
-    """One line per moved flag the user gave: the spelling that replaces it."""
-    def shown(value: object) -> str:
-        return "true" if value is True else "false" if value is False else str(value)
-
-    return [f"note: {MOVED[k][0]} is now --set {MOVED[k][1]}={shown(v)} (the flag works for this release)"
+    """One line per moved flag the user gave: the spelling that replaces it, written so that it
+    runs as printed (``--set`` reads it back as the same setting)."""
+    return [f"note: {MOVED[k][0]} is now --set {MOVED[k][1]}={_as_set_value(k, v)} (the flag works for this release)"
             for k, v in given.items() if k in MOVED and v is not None]
+
+
+def _as_set_value(name: str, value: object) -> str:
+    """``value`` as ``--set NAME=`` text that reads back as the same setting: the old --clip-norm 0
+    is null (no clipping), candidates a list [a, b]; a count limit reads back as a number, which
+    the grid takes as the same count."""
+    if name == "clip_norm" and value == 0:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) or name == "candidates":  # a list, even of one id
+        return "[" + ", ".join(_as_set_value("", v) for v in (value if isinstance(value, (list, tuple)) else [value])) + "]"
+    return str(value)
 
 
 @app.command()

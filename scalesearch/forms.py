@@ -263,11 +263,9 @@ class FormChoice:
         """A recorded choice read back (None when it is not one)."""
         if not isinstance(data, dict) or (data.get("precision"), data.get("layout")) not in FORMS:
             return None
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["rates"] = {str(k): float(v) for k, v in (values.get("rates") or {}).items()
-                           if isinstance(v, (int, float))}
-        return cls(**values)
+        rates = data.get("rates") if isinstance(data.get("rates"), dict) else {}
+        return cls(data["precision"], data["layout"], str(data.get("how") or "recorded"),
+                   rates={str(k): float(v) for k, v in rates.items() if _positive(v)})
 
     def text(self) -> str:
         """One line for the screen: the form, how it was chosen, and the timing behind it."""

@@ -137,6 +137,9 @@ class GridSpec:
             value = getattr(self, name)
             if value is None and name != "target_flops":
                 continue
+            if name != "target_flops" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = str(value)  # a limit written as a plain count (YAML reads 5000000 as a number)
+                object.__setattr__(self, name, value)
             if not isinstance(value, str):
                 raise bad(name, "must be text: a ratio like '2x' or a count like '800M'")
             try:  # parse_budget refuses 0, nan, inf and overflow

@@ -135,6 +135,9 @@ def test_recorded_forms_come_from_config_json_else_from_the_rows():
     assert recorded_forms({}, rows)["*"].precision == "bf16"
     mixed = rows + [TrialRow(trial="c3-s0", candidate=3, seed=0, precision="fp32", layout="contiguous")]
     assert recorded_forms({}, mixed) == {}
+    edited = recorded_forms({"step_forms": {"a": {"precision": "fp32", "layout": "contiguous", "rates": [1]},
+                                            "b": {"precision": "bf16", "layout": "channels_last", "how": None}}})
+    assert (edited["a"].how, edited["a"].rates, edited["b"].how) == ("recorded", {}, "recorded")
 
 
 def test_fix_forms_sets_each_bases_form_on_every_trial(rates):

@@ -108,7 +108,7 @@ def test_a_moved_flag_still_works_with_a_one_line_note(tmp_path):
     result = cli(*QUICK, "--clip-norm", "0", "--order", "spread", "--out", tmp_path / "a")
     assert result.exit_code == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.strip()]
-    assert notes == ["note: --clip-norm is now --set train.clip_norm=0.0 (the flag works for this release)",
+    assert notes == ["note: --clip-norm is now --set train.clip_norm=null (the flag works for this release)",
                      "note: --order is now --set order=spread (the flag works for this release)"]
     saved = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]
     assert saved["order"] == "spread" and saved["train"]["clip_norm"] is None
@@ -179,3 +179,21 @@ def test_numbers_are_read_as_users_write_them(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("base: resnet20-cifar\ntrain:\n  weight_decay: 1e-3\n")
     assert load_settings(config).train.weight_decay == 1e-3
+
+
+@pytest.mark.parametrize("flags", [("--clip-norm", "0"), ("--candidates", "0"), ("--candidates", "0", "--candidates", "12"),
+                                   ("--max-params", "5000000"), ("--max-acts", "900k"), ("--lr", "0.00001"),
+                                   ("--keep-maps",), ("--trust", "0.05", "--optimizer", "lars")])
+def test_every_moved_flag_note_runs_as_printed(tmp_path, flags):
+    """The --set a moved flag's note prints gives the same settings as the flag itself."""
+    import shlex
+
+    by_flag = cli(*QUICK, *flags, "--out", tmp_path / "a")
+    assert by_flag.exit_code == 0, by_flag.output
+    notes = [line for line in by_flag.stderr.splitlines() if line.startswith("note: ")]
+    assert notes, by_flag.stderr
+    sets = [arg for line in notes for arg in ("--set", shlex.split(line.split(" is now --set ", 1)[1])[0])]
+    by_set = cli(*QUICK, *sets, "--out", tmp_path / "b")
+    assert by_set.exit_code == 0, (sets, by_set.output)
+    ours, theirs = (json.loads((tmp_path / d / "config.json").read_text())["settings"] for d in "ab")
+    assert {**ours, "out": None} == {**theirs, "out": None}

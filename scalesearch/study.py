@@ -164,16 +164,17 @@ def locked(run: RunDir, backend: Any = None, trials: Sequence[TrialSpec] = (), d
 def step_forms(run: RunDir, trials: Sequence[TrialSpec], backend_settings: Any, data: Any, n_train: int,
                backend: Any, progress: bool = False, timed: bool = True
                ) -> tuple[list[TrialSpec], dict[str, Any], dict[str, Any]]:
-    """Step 3, under the lock: the trials with the step's form of each base fixed (``forms.fix_forms``:
-    timed on this machine, or the form the run's finished trials were trained in) and the choices
-    with what to record in config.json (a form the run recorded before is kept as it was written).  Untimed (``timed`` False: a dry run, or a backend that trains
-    nothing) a cached timing or else the rule decides: a dry run stays quick, and its estimate
-    times the form the real run would take wherever this machine has timed it before."""
+    """Step 3, under the lock: (the trials with each base's step form fixed, the choices, what
+    config.json records: a form recorded before stays as it was written).  ``forms.fix_forms``
+    times the forms on this machine, or keeps the form the run's finished trials trained in.
+    Untimed (``timed`` False: a dry run, or a backend that trains nothing) a cached timing or else
+    the rule decides: a dry run stays quick, and its estimate times the form the real run would
+    take wherever this machine has timed it before."""
     from .forms import fix_forms, recorded_forms
 
     finished = list(run.finished().values()) if run.exists else []
-    config = run.read_config() if finished else {}
-    recorded = recorded_forms(config, finished) if finished else {}
+    config = run.read_config() if finished else {}  # nothing trained yet: nothing to keep
+    recorded = recorded_forms(config, finished)
     context = TrialContext.of(data, backend_settings, progress)
     trials, choices = fix_forms(trials, context, n_train, recorded, timed=timed and getattr(backend, "trains", True))
     written = config.get("step_forms") if isinstance(config.get("step_forms"), dict) else {}

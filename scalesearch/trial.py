@@ -96,11 +96,10 @@ def estimate_seconds(trials: Sequence[TrialSpec], context: TrialContext, data_se
         per_image.append((trial.flops, seconds_per_image(model, trial.spec.resolution, config, timed,
                                                          trial.spec.num_classes, 1 if quick else steps)))
     (f0, t0), (f1, t1) = per_image[0], per_image[-1]
-    if len(per_image) == 2 and f1 != f0:
-        slope = (t1 - t0) / (f1 - f0)
-    else:  # one network timed: time per image in proportion to FLOPs (a dry run), or the same
-        slope = t0 / f0 if quick and f0 > 0 else 0.0
-        t0, f0 = (0.0, 0) if quick and f0 > 0 else (t0, f0)
+    if quick and f0 > 0:  # the cheapest alone: time per image in proportion to FLOPs
+        t0, f0, slope = 0.0, 0, t0 / f0
+    else:  # linear between the two ends (flat when only one was timed)
+        slope = (t1 - t0) / (f1 - f0) if f1 != f0 else 0.0
     seconds = 0.0
     for trial in trials:
         recipe = trial.recipe

@@ -315,7 +315,7 @@ def grid(
     depth_rounding: Optional[str] = _moved("depth_rule", "stage or total depth rounding."),
     train_subset: Optional[int] = _moved("train_subset", "Train on N images (class-balanced)."),
     val_subset: Optional[int] = _moved("val_subset", "Score on N held-out images."),
-    cache_dir: Optional[str] = _moved("cache_dir", "Where decoded images are cached."),
+    cache_dir: Optional[str] = _moved("cache_dir", "Where image stores are kept."),
     batch_size: Optional[int] = _moved("batch_size", "Training batch size."),
     lr: Optional[float] = _moved("lr", "Peak learning rate."),
     clip_norm: Optional[float] = _moved("clip_norm", "Gradient clip; 0: none."),
@@ -560,7 +560,7 @@ def reproduce(
     residual_init: Optional[str] = _moved("residual_init", "one, zero or scaled."),
     cpus_per_trial: Optional[float] = _moved("cpus_per_trial", "Threads per trial."),
     gpus_per_trial: Optional[float] = _moved("gpus_per_trial", "Ray: GPUs per trial."),
-    cache_dir: Optional[str] = _moved("cache_dir", "Where decoded images are cached."),
+    cache_dir: Optional[str] = _moved("cache_dir", "Where image stores are kept."),
 ) -> None:
     """Reproduce the paper's Table 3 or Figure 8: single-dimension against compound scaling, trained side by side."""
     from .reproduce import ExperimentError, make_settings, reproduce as run_reproduction
@@ -577,21 +577,22 @@ def reproduce(
         train.update({k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init),
                                         ("precision", precision)) if v is not None})
         backend_flags = dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        data_flags = dict(cache_dir=cache_dir, keep_maps=keep_maps, store_resolution=None)
         for name, value in parse_assignments(assignments or []).items():
             section = owner_of(name)
             if section == "train":
                 train[name] = value
             elif section == "backend":
                 backend_flags[name] = value
-            elif name in ("cache_dir", "keep_maps"):
-                cache_dir, keep_maps = (value, keep_maps) if name == "cache_dir" else (cache_dir, value)
+            elif name in ("cache_dir", "keep_maps", "store_resolution"):
+                data_flags[name] = value
             else:
                 raise SettingsError(f"--set {name}: reproduce takes training and backend settings (and keep_maps, "
-                                    f"cache_dir) by name; the rest is the experiment file's")
+                                    f"cache_dir, store_resolution) by name; the rest is the experiment file's")
         settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
-                                 backend=backend, address=address, cache_dir=cache_dir, out=out,
-                                 coefficients=coefficients or (), recipe=train, keep_maps=keep_maps,
-                                 backend_settings=backend_flags)
+                                 backend=backend, address=address, cache_dir=data_flags["cache_dir"], out=out,
+                                 coefficients=coefficients or (), recipe=train, keep_maps=data_flags["keep_maps"],
+                                 store_resolution=data_flags["store_resolution"], backend_settings=backend_flags)
         result = run_reproduction(settings, dry_run=dry_run, on_event=_ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:  # the table of rows was printed with the plan
@@ -668,6 +669,11 @@ def curves(
     note = mixed_data_note(paths)
     if note:
         typer.echo(f"warning: {note}")
+
+
+from .cli_data import data_app  # noqa: E402 - the sub-commands' module imports this one lazily
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

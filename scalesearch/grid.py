@@ -35,7 +35,8 @@ from .ranking import SUMMARY_COLUMNS, Summary, Verdict, summarize, ties, verdict
 from .rows import TrialContext, TrialRow, TrialSpec
 from .rundir import BEST, CANDIDATES, CONFIG, FAMILY, SUMMARY, RunDir
 from .forms import FormsChosen
-from .study import TrialFinished, check_same, load_data, locked, open_run, run_trials, step_forms
+from .study import (TrialFinished, check_same, data_classes, load_data, locked, open_run, run_trials, step_forms,
+                    with_store)
 
 Event = Any
 
@@ -223,8 +224,8 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     backend = backend or get_backend(settings.backend, settings.seed)
     run = open_run(settings.out or default_out(settings.base), backend, lambda run: check_same_search(run, settings))
     resumed = run.exists
-    dataset = load_data(settings.data, settings.seed, progress)  # data errors come before any file
-    base = search_base(settings, dataset.num_classes)
+    classes = data_classes(settings.data, settings.seed, progress)  # data errors come before any file
+    base = search_base(settings, len(classes))
     base_cost = count_cost(base)
     grid = settings.grid
     target = grid.target.absolute(base_cost.flops)
@@ -243,7 +244,7 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
     kept = [c for c in table if c.kept]
     if resumed:
         run.check_references()
-    geometry = _geometry_text(settings, dataset.num_classes) if settings.keep_maps else ""
+    geometry = _geometry_text(settings, len(classes)) if settings.keep_maps else ""
     emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
                   resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings),
                   precision=precision_note(base, settings)))
@@ -255,10 +256,13 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
                         f"alpha={closest.alpha:g} beta={closest.beta:g} at {closest.flops_ratio:.2f}x); widen "
                         f"--tolerance, --alpha-max or --beta-max, or lower --step")
     chosen = choose(kept, settings, target / base_cost.flops)  # a bad --candidates id is named before any file
+    # One store for the whole table (a check-proxy subset reads the same pixels as its run).
+    data = with_store(settings.data, [c.resolution for c in kept])
+    dataset = load_data(data, settings.seed, progress)
     trials = make_trials(base, chosen, settings, dataset.n_train)
-    search = _Search(settings, run, resumed, dataset, base, base_cost, target, table, chosen)
+    search = _Search(settings, data, run, resumed, dataset, base, base_cost, target, table, chosen)
     with locked(run, backend, trials, dry_run):
-        trials, forms, record = step_forms(run, trials, settings.backend, settings.data, dataset.n_train, backend,
+        trials, forms, record = step_forms(run, trials, settings.backend, data, dataset.n_train, backend,
                                            progress, timed=not dry_run)
         emit(FormsChosen(tuple(forms.values())))
         run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
@@ -275,6 +279,7 @@ class _Search:
     """A search as set up, before training: what ``_train_and_extrapolate`` works from."""
 
     settings: SearchSettings
+    data: Any                         # settings.data naming the image store every trial reads
     run: RunDir
     resumed: bool
     dataset: Any
@@ -297,7 +302,7 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     target_ratio = search.target / search.base_cost.flops
     finished = run.finished()
     result.skipped = sum(1 for t in trials if t.id in finished)
-    context = TrialContext.of(settings.data, settings.backend, progress)
+    context = TrialContext.of(search.data, settings.backend, progress)
     halves = settings.fidelity == "halving"
     images = [halving.rung_images(settings, k, dataset.n_train)  # per trial, at each rung
               for k in range(settings.rungs if halves else 1)]

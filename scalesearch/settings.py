@@ -84,7 +84,8 @@ class DataSettings:
     dataset: str = "synthetic"
     train_subset: int | None = None   # train on N images (class-balanced)
     val_subset: int | None = None     # score on N held-out images
-    cache_dir: str | None = None      # decoded images are cached here (default ~/.cache/scalesearch)
+    cache_dir: str | None = None      # image stores are kept here (default ~/.cache/scalesearch)
+    store_resolution: int | None = None  # S of an image folder's store (default: largest trained px x 256/224)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.dataset, str) and self.dataset.strip() != "", "dataset", self.dataset,
@@ -95,6 +96,8 @@ class DataSettings:
                    "must be a positive integer")
         _check(self.cache_dir is None or isinstance(self.cache_dir, str), "cache_dir", self.cache_dir,
                "must be a folder path")
+        _check(self.store_resolution is None or (_is_int(self.store_resolution) and 8 <= self.store_resolution <= 4096),
+               "store_resolution", self.store_resolution, "must be an integer from 8 to 4096")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ successive halving, check-proxy through grid, reproduce):
 
 1. ``open_run``: the backend, the folder (usable, free, whole) and, when it holds a run,
    that it is the same run (``check_same``: one rule, one message);
-2. ``load_data``: the data set, refused before any file when a classifier cannot rank on it;
+2. ``data_classes``: the data set's classes, refused before any file when a classifier cannot
+   rank on it; once the producer knows its largest trained resolution, ``with_store`` names the
+   image store S and ``load_data`` opens the set (building an image folder's store);
 3. the producer builds its trials and, under ``locked`` (the folder's lock, its files checked
    again), writes its own files (config.json, the candidate or model table);
 4. ``run_trials``: what is finished is kept (resume), the rest is estimated and announced
@@ -22,6 +24,7 @@ successive halving, check-proxy through grid, reproduce):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from contextlib import contextmanager
@@ -113,6 +116,30 @@ def open_run(out: str | Path, backend: Any, same: Callable[[RunDir], None]) -> R
         verify_run(run)
         same(run)
     return run
+
+
+def data_classes(data: Any, seed: int, progress: bool = True) -> list[str]:
+    """Step 2a: the data set's class names, before anything is decoded: an image folder's from
+    its listing (an unusable folder is refused here, before any file), else the opened set's."""
+    from .data import is_image_tree, list_image_tree
+
+    if not is_image_tree(data.dataset):
+        return load_data(data, seed, progress).classes
+    classes, _ = list_image_tree(Path(data.dataset).expanduser())
+    if len(classes) < 2:
+        load_data(data, seed, progress)  # refused there, by name
+    return classes
+
+
+def with_store(data: Any, resolutions: Sequence[int]) -> Any:
+    """``data`` naming the store S every trial of the run reads: the user's ``store_resolution``, or
+    the largest of ``resolutions`` x 256/224 (docs/method.md, "The image store"), for an image
+    folder; other data sets as they are."""
+    from .data import is_image_tree, store_resolution_for
+
+    if data.store_resolution is not None or not resolutions or not is_image_tree(data.dataset):
+        return data
+    return dataclasses.replace(data, store_resolution=store_resolution_for(max(resolutions)))
 
 
 def load_data(data: Any, seed: int, progress: bool = True) -> Any:
@@ -266,7 +293,7 @@ def run_study(trials: Sequence[TrialSpec], run: RunDir, backend: Any, context: T
 
 
 __all__ = [  # this module's own, then the names re-exported from rows, rundir and ranking
-    "Planned", "StudyStarted", "TrialFinished", "check_same", "first_difference", "load_data", "locked", "open_run", "run_study",
+    "Planned", "StudyStarted", "TrialFinished", "check_same", "data_classes", "first_difference", "load_data", "locked", "open_run", "run_study", "with_store",
     "run_trials", "step_forms", "verify_run",
     "COMPLETE", "DIVERGED", "FAIL", "FINISHED", "PRUNED", "STATES", "TRIALS", "OnRow", "TrialContext", "TrialRow", "TrialSpec",
     "trial_id", "BEST", "CANDIDATES", "CHECKED", "CONFIG", "FAMILY", "LOCK", "MANIFEST", "STUDY", "SUMMARY", "RunDir",

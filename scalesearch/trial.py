@@ -17,14 +17,15 @@ Report = Callable[[int, float], None]
 
 @functools.lru_cache(maxsize=2)
 def load_dataset(data: Any, seed: int, progress: bool = False):
-    """The study's data set, opened once per process (decoded arrays are cached on disk).
+    """The study's data set, opened once per process (an image folder from its on-disk store).
 
     ``data`` is a (frozen, hashable) ``settings.DataSettings``; ``seed`` picks the subsets.
     """
     from .data import open_dataset
 
     return open_dataset(data.dataset, cache_dir=data.cache_dir, train_subset=data.train_subset,
-                        val_subset=data.val_subset, seed=seed, progress=progress)
+                        val_subset=data.val_subset, seed=seed, progress=progress,
+                        store_resolution=data.store_resolution)
 
 
 def resolve_device(device: str) -> str:

@@ -102,3 +102,13 @@ def test_trainer_vs_loop_prints_the_trainer_beside_the_hand_loop(colours):
     for cell in (trainer, hand, hand_form):
         assert re.fullmatch(rf"{NUMBER}, {NUMBER}", cell), row
     assert re.fullmatch(rf"{NUMBER}x", ratio) and re.fullmatch(rf"{NUMBER}x", form_ratio)
+
+
+def test_the_store_bench_runs_on_a_small_folder(tmp_path) -> None:
+    from conftest import make_color_folders
+
+    folder = make_color_folders(tmp_path / "photos", per_class=8, val_per_class=4, size=20)
+    out = run("store.py", str(folder), "--cache", str(tmp_path / "stores"), "--resolution", "16")
+    for line in ("plain PIL decode:", "store build:", "warm store, 1 thread, 64 px: rows"):
+        assert re.search(re.escape(line) + r" [\d,]+ images/s", out), out
+    assert '"images": 36' in out and '"S": 16' in out

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from scalesearch import data
-from scalesearch.data import DatasetError, cache, folders, open_dataset, synthetic
+from scalesearch.data import DatasetError, open_dataset, store, synthetic
 
 CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -159,7 +159,7 @@ def test_batch_size_larger_than_split_gives_one_batch():
 def test_shifted_and_flipped_moves_pixels_without_mixing_images():
     images = torch.arange(2 * 3 * 16 * 16, dtype=torch.int64).view(2, 3, 16, 16).to(torch.uint8)
     images[1] = 7  # a flat image stays flat under any shift or flip
-    out = data.shifted_and_flipped(images, torch.tensor([1, 0]), torch.Generator().manual_seed(0))
+    out = data.shifted_and_flipped(images.flip(0), torch.Generator().manual_seed(0))
     assert out.shape == (2, 3, 16, 16) and out.dtype == torch.uint8
     assert bool((out[0] == 7).all())
 
@@ -189,26 +189,49 @@ def write_tree(root: Path, classes=("cat", "dog", "eel"), per_class=4, held_out=
     return root
 
 
-def test_image_tree_is_read_and_cached(tmp_path, monkeypatch):
+def stores(cache: Path) -> list[Path]:
+    return sorted((cache / "stores").glob("pets-*px"))
+
+
+def test_image_tree_is_read_from_its_store(tmp_path, monkeypatch):
     root = write_tree(tmp_path / "pets")
     cache = tmp_path / "cache"
     ds = open_dataset(root, cache_dir=cache)
     assert (ds.name, ds.classes, ds.n_train, ds.n_val) == ("pets", ["cat", "dog", "eel"], 12, 6)
-    assert ds.native_resolution == 8
+    assert ds.native_resolution == 8  # S capped at the images' own size: nothing upsampled
     x, y = next(ds.val_batches(16, 6))
     assert x.shape == (6, 3, 16, 16) and y.tolist() == [0, 0, 1, 1, 2, 2]
-    assert len(list(cache.glob("pets-*.pt"))) == 1
+    assert [p.name.endswith("-8px") for p in stores(cache)] == [True]
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded again instead of using the cache")
-    monkeypatch.setattr(folders, "decode_images", no_decoding)
+        raise AssertionError("decoded again instead of reading the store")
+    monkeypatch.setattr(store, "decode_chunk", no_decoding)
     again = open_dataset(root, cache_dir=cache)
     assert torch.equal(next(again.val_batches(16, 6))[0], x)
 
 
+def test_store_pixels_are_the_decoded_pixels_of_same_size_images(tmp_path):
+    """Where every image already has S x S pixels the store holds them exactly (PNG: lossless)."""
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(3)
+    pixels = {}
+    for split, n in (("train", 3), ("val", 1)):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels[split, c, i] = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels[split, c, i]).save(root / split / c / f"{i}.png")
+    ds = open_dataset(root, cache_dir=tmp_path / "c", store_resolution=40)
+    assert ds.native_resolution == 8
+    (opened,) = (tmp_path / "c" / "stores").glob("*px")
+    images = np.load(opened / "images.npy")
+    assert np.array_equal(images[0], pixels["train", "cat", 0])          # (S, S, RGB) rows
+    assert np.array_equal(images[-1], pixels["val", "dog", 0])
+
+
 def damage_by_garbling(path: Path) -> None:
     raw = bytearray(path.read_bytes())
-    middle = len(raw) // 2  # inside the pixel data
+    middle = len(raw) // 2
     raw[middle:middle + 64] = bytes(255 - b for b in raw[middle:middle + 64])
     path.write_bytes(bytes(raw))
 
@@ -223,20 +246,21 @@ def damage_by_emptying(path: Path) -> None:
 
 def damage_by_flipping_one_pixel(path: Path) -> None:
     # Still a valid file: only the checksum can tell the pixels are wrong.
-    stored = torch.load(path, weights_only=True)
-    stored["train_images"][0, 0, 0, 0] ^= 1
-    torch.save(stored, path)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
 
 
+@pytest.mark.parametrize("part", ["header.json", "images.npy", "labels.npy"])
 @pytest.mark.parametrize("damage", [damage_by_garbling, damage_by_truncating, damage_by_emptying,
                                     damage_by_flipping_one_pixel])
-def test_damaged_cache_file_is_reported_once_and_rebuilt(tmp_path, caplog, damage):
+def test_damaged_store_is_reported_once_and_rebuilt(tmp_path, caplog, damage, part):
     root = write_tree(tmp_path / "pets")
     cache_dir = tmp_path / "cache"
     first = open_dataset(root, cache_dir=cache_dir)
     expected = torch.cat([x for x, _ in first.val_batches(8, 6)])
-    (path,) = cache_dir.glob("pets-*.pt")
-    damage(path)
+    (path,) = stores(cache_dir)
+    damage(path / part)
     with caplog.at_level(logging.WARNING, logger="scalesearch"):
         again = open_dataset(root, cache_dir=cache_dir)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -249,25 +273,14 @@ def test_damaged_cache_file_is_reported_once_and_rebuilt(tmp_path, caplog, damag
     assert not caplog.records
 
 
-def test_cache_entry_checksum_covers_every_part(tmp_path):
-    path = tmp_path / "entry.pt"
-    payload = {"classes": ["a", "b"], "x": torch.arange(6, dtype=torch.uint8).view(2, 3)}
-    cache.save_cached(path, payload)
-    assert cache.load_cached(path, ("classes", "x"))["classes"] == ["a", "b"]
-    assert cache.load_cached(tmp_path / "absent.pt", ("x",)) is None
-    assert cache.checksum({**payload, "classes": ["a", "c"]}) != cache.checksum(payload)
-    assert cache.checksum({**payload, "x": payload["x"].view(3, 2)}) != cache.checksum(payload)
-    assert cache.load_cached(path, ("classes", "x", "y")) is None  # a missing part is damage too
-
-
-def test_image_tree_cache_misses_when_subset_or_files_change(tmp_path):
+def test_image_tree_store_misses_when_subset_or_files_change(tmp_path):
     root = write_tree(tmp_path / "pets")
     cache = tmp_path / "cache"
     open_dataset(root, cache_dir=cache)
     open_dataset(root, cache_dir=cache, train_subset=6)
     Image.new("RGB", (8, 8)).save(root / "train" / "cat" / "extra.png")
     open_dataset(root, cache_dir=cache)
-    assert len(list(cache.glob("pets-*.pt"))) == 3
+    assert len(stores(cache)) == 3
 
 
 def test_image_tree_subset_test_split_and_mixed_sizes(tmp_path):
@@ -277,8 +290,8 @@ def test_image_tree_subset_test_split_and_mixed_sizes(tmp_path):
     assert (ds.n_train, ds.n_val) == (6, 3)
     labels = torch.cat([y for _, y in batches(ds, 8, 6)])
     assert torch.bincount(labels).tolist() == [2, 2, 2]
-    full = open_dataset(root, cache_dir=tmp_path / "c")
-    assert full.n_train == 19 and full.native_resolution == 8  # big.png resized to 8x8
+    full = open_dataset(root, cache_dir=tmp_path / "c", store_resolution=9)
+    assert full.n_train == 19 and full.native_resolution == 9  # 8 px images upsampled, big.png cropped
 
 
 # -- CIFAR pickles -------------------------------------------------------------------
@@ -383,11 +396,21 @@ def test_error_no_held_out_split(tmp_path):
     assert "no held-out split" in one_line_error(root, cache_dir=tmp_path / "c")
 
 
-def test_error_corrupt_image_is_named(tmp_path):
+def test_undecodable_files_are_left_out_with_their_labels_and_named(tmp_path, capsys):
     root = write_tree(tmp_path / "t")
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
-    message = one_line_error(root, cache_dir=tmp_path / "c")
-    assert "broken.jpg" in message and "cannot read image" in message
+    (root / "train" / "dog" / "empty.png").write_bytes(b"")
+    good = root / "train" / "eel" / "0.jpg"
+    (root / "train" / "eel" / "cut.jpg").write_bytes(good.read_bytes()[:200])
+    ds = open_dataset(root, cache_dir=tmp_path / "c", progress=True)
+    assert ds.n_train == 12 and ds.class_counts("train") == [4, 4, 4]   # 15 files, 3 left out
+    said = capsys.readouterr().err
+    assert "3 files could not be decoded and are left out, with their labels (first: " in said
+    assert "broken.jpg" in said
+    everything_broken = write_tree(tmp_path / "u")
+    for f in (everything_broken / "train").rglob("*.*"):
+        f.write_bytes(b"")
+    assert "could be decoded" in one_line_error(everything_broken, cache_dir=tmp_path / "c")
 
 
 def test_error_val_class_not_in_train(tmp_path):

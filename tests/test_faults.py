@@ -464,15 +464,18 @@ def test_what_a_refusal_says_to_do_works(run_copy, tiny, tmp_path, name):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "emptied", "garbled"])
-def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, caplog, damage):
-    """A cache is the tool's own: rebuilt with one warning line naming it, the run resumed."""
+def test_damaged_store_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, caplog, damage):
+    """A store is the tool's own: rebuilt with one warning line naming it, the run resumed with
+    the same numbers (the rebuilt store holds the same pixels)."""
     import logging
 
-    cache = tmp_path / "cache"  # the finished run's data, and only that, cached here
+    from scalesearch.data import open_store
+
+    cache = tmp_path / "cache"  # the finished run's data, and only that, stored here
     ok(cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--dry-run", "--out", tmp_path / "dry"))
-    entries = list(cache.glob("*.pt"))
-    assert len(entries) == 1
-    DAMAGES[damage](entries[0])
+    stores = list((cache / "stores").glob("*px"))
+    assert len(stores) == 1
+    DAMAGES[damage](stores[0] / "images.npy")
     original = trial_rows(run_copy)
     with caplog.at_level(logging.WARNING, logger="scalesearch"):
         result = cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--out", run_copy)
@@ -483,9 +486,7 @@ def test_damaged_cache_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, 
     assert str(cache) in warnings[0] and "\n" not in warnings[0]
     rows = trial_rows(run_copy)
     assert (rows[["top1", "loss", "seconds"]].values == original[["top1", "loss", "seconds"]].values).all()
-    from scalesearch.data import load_cached
-
-    assert all(load_cached(path, ("classes",)) is not None for path in cache.glob("*.pt"))
+    open_store(stores[0])  # whole again
 
 
 # -- a Ctrl-C dropped by Python ------------------------------------------------------------

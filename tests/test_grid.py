@@ -124,20 +124,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_backend_joins_a_loopback_head(tmp_path, proxy, proxy_run):
-    """A Ray head on this machine, and the command in a real process joining it."""
+def test_ray_backend_joins_a_head_on_this_machine(tmp_path, proxy, proxy_run):
+    """A Ray head on this machine, and the command in a real process joining it.  The head
+    listens on the address Ray itself takes for this machine: Ray rewrites a given 127.0.0.1 to
+    that address when it joins, so a head bound to loopback alone cannot be joined wherever the
+    machine has a routable address."""
+    from ray._private.services import resolve_ip_for_localhost
+
     ray = shutil.which("ray", path=str(ROOT / ".venv" / "bin")) or shutil.which("ray")
     if ray is None:
         pytest.skip("the ray command is not installed")
     port = _free_port()
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    start = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+    host = resolve_ip_for_localhost("127.0.0.1")
+    # No token authentication on either side, whatever ~/.ray holds from earlier Ray runs.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    start = subprocess.run([ray, "start", "--head", f"--node-ip-address={host}", f"--port={port}", "--num-cpus=2",
                             "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, env={**os.environ, **env}, timeout=180)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         out = tmp_path / "ray"
-        ok(run_process("grid", *proxy, "--max-trials", "2", "--backend", "ray", "--address", f"127.0.0.1:{port}",
+        ok(run_process("grid", *proxy, "--max-trials", "2", "--backend", "ray", "--address", f"{host}:{port}",
                        "--out", out, "--no-estimate", env=env, timeout=600))
         trials = pd.read_csv(out / "trials.csv")
         optuna_trials = pd.read_csv(proxy_run[0] / "trials.csv")
@@ -151,7 +158,7 @@ def test_ray_backend_joins_a_loopback_head(tmp_path, proxy, proxy_run):
         # Successive halving under Ray: a Tune run per rung in one process, rows per rung.
         halved = tmp_path / "ray-halving"
         stdout = ok(run_process("grid", *proxy, "--max-trials", "2", "--backend", "ray", "--address",
-                                f"127.0.0.1:{port}", "--fidelity", "halving", "--set", "eta=2", "--set", "rungs=2",
+                                f"{host}:{port}", "--fidelity", "halving", "--set", "eta=2", "--set", "rungs=2",
                                 "--out", halved, "--no-estimate", env=env, timeout=600))
         rungs = pd.read_csv(halved / "trials.csv")
         assert list(rungs.rung) == [0, 0, 1, 1] and set(rungs.backend) == {"ray"} and rungs.trial.is_unique
@@ -209,7 +216,7 @@ def test_dataset_without_class_folders(tmp_path, proxy):
                     str(tmp_path / "data"))
 
 
-def test_unreadable_image_is_named(tmp_path, proxy):
+def test_an_unreadable_image_is_left_out_and_named(tmp_path, proxy):
     from PIL import Image
 
     root = tmp_path / "data"
@@ -219,8 +226,11 @@ def test_unreadable_image_is_named(tmp_path, proxy):
             for i in range(3):
                 Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / split / cls / f"{i}.png")
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    _one_line_error(cli("grid", *_replace(list(proxy), ["--dataset", str(root), "--cache-dir", str(tmp_path / "c")]),
-                        "--dry-run", "--out", tmp_path / "o"), "broken.jpg")
+    result = cli("grid", *_replace(list(proxy), ["--dataset", str(root), "--cache-dir", str(tmp_path / "c")]),
+                 "--dry-run", "--out", tmp_path / "o")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    assert "image store: 1 file could not be decoded and is left out, with its label (first: " in result.stderr
+    assert "broken.jpg: UnidentifiedImageError" in result.stderr
 
 
 def test_out_of_a_different_search_is_refused(tmp_path, proxy):

@@ -83,6 +83,10 @@ def probe_cluster(address: str) -> dict[str, float]:
                         f"{JOIN_TIMEOUT_S:g} s (is a Ray head running there? `ray status --address {address}`"
                         f" checks)") from None
     lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 and "InvalidAuthToken" in done.stderr:
+        raise UserError(f"cannot join the Ray cluster at --address '{address}': the head asks for Ray's "
+                        f"authentication token; run with RAY_AUTH_MODE=token and the head's token in "
+                        f"~/.ray/auth_token (or RAY_AUTH_TOKEN), or start the head with RAY_AUTH_MODE=disabled")
     if done.returncode != 0 or not lines:
         errors = [line for line in done.stderr.strip().splitlines() if "Error" in line or "error" in line]
         why = errors[-1].strip() if errors else f"exit {done.returncode}"
@@ -153,6 +157,11 @@ class RayBackend:
     def _connect(self):  # noqa: ANN202 - the ray module
         """Join (or start) the cluster that ``check`` probed; a failure is one line."""
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        if self.settings.address is None:
+            # A cluster of this process alone: no token. Ray 2.60 turns token auth on for a new local
+            # cluster and leaves ~/.ray/auth_token, after which a head started by `ray start` asked
+            # every driver that joined it for the token (seen 2026-12-07).
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         import ray
 
         try:

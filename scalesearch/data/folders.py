@@ -1,29 +1,34 @@
 """Image-folder trees: ``PATH/train/<class>/*.jpg|*.jpeg|*.png`` plus a held-out split.
 
-The held-out split is ``PATH/val/<class>/`` or ``PATH/test/<class>/``.  Trees are decoded
-once into uint8 arrays and kept in the on-disk cache (see ``cache.py``).
+The held-out split is ``PATH/val/<class>/`` or ``PATH/test/<class>/``.  A tree is decoded once
+into an image store (``store.py``) named by its listing and store resolution S, and read from
+it by index; decoded-image caches of scalesearch 0.2 (``<cache>/<name>-<key>.pt``) are no
+longer read (``data info`` names them, for deleting).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
 
-from .cache import CACHE_FORMAT, check_cache_writable, default_cache_dir, load_cached, save_cached
-from .dataset import DatasetError, balanced_subset
+from .dataset import Dataset, DatasetError, balanced_subset, store_dataset
+from .store import (STORE_FORMAT, ImageStore, Plan, StoreProblem, build_store, image_short_sides, open_store,
+                    store_resolution_for)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 HELD_OUT_SPLITS = ("val", "test")
 TREE_LAYOUT = "PATH/train/<class>/*.jpg|*.jpeg|*.png and PATH/val/<class>/ or PATH/test/<class>/"
+DEFAULT_STORE_RESOLUTION = store_resolution_for(64)  # S when a caller names none: 64 px trials
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,35 +39,96 @@ class _Listing:
     labels: np.ndarray
 
 
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "scalesearch"
+
+
 def read_image_tree(root: Path, cache_dir: str | Path | None, train_subset: int | None,
                     val_subset: int | None, seed: int, progress: bool,
-                    ) -> tuple[list[str], dict[str, tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]]]:
-    """Decode (or load from the disk cache) the train and held-out splits of a tree.
+                    store_resolution: int | None = None) -> Dataset:
+    """The tree's train and held-out splits, read from its image store (built when missing).
 
-    The subsets are picked from the file lists, so only the images kept are decoded.  The
-    cache file is named by a hash of the absolute paths, sizes and mtimes of exactly the
-    files kept, so editing the tree or changing a subset setting misses the cache.
+    The subsets are picked from the file lists, so only the images kept are decoded.  The store
+    is named by a hash of the absolute paths, labels, sizes and mtimes of exactly the files kept
+    and by S, so editing the tree or changing a subset setting finds another store.  S is
+    ``store_resolution`` (default DEFAULT_STORE_RESOLUTION), but never more than the largest
+    short side of a sample of the images: a folder of 32 px images is stored at 32 px as it is.
     """
+    return store_dataset(root.resolve().name,
+                         tree_store(root, cache_dir, train_subset, val_subset, seed, progress, store_resolution))
+
+
+def tree_store(root: Path, cache_dir: str | Path | None, train_subset: int | None = None,
+               val_subset: int | None = None, seed: int = 0, progress: bool = False,
+               store_resolution: int | None = None) -> ImageStore:
+    """The store of the tree's kept files at S (see ``read_image_tree``), opened, built when missing."""
     classes, listings = list_image_tree(root)
     subsets = {"train": train_subset, "val": val_subset}
     listings = {s: _subset_listing(lst, subsets[s], seed) for s, lst in listings.items()}
-    cache = Path(cache_dir or default_cache_dir()).expanduser()
-    path = cache / f"{root.resolve().name}-{_listing_key(root, listings)}.pt"
-    keys = ("classes", *(f"{s}_{part}" for s in listings for part in ("images", "labels")))
-    stored = load_cached(path, keys)
-    if stored is not None:
-        return stored["classes"], {s: (stored[f"{s}_images"], stored[f"{s}_labels"]) for s in listings}
-    check_cache_writable(cache)  # before decoding, which may take minutes
     files = listings["train"].files + listings["val"].files
-    size = _first_image_size(files[0])
-    images = decode_images(files, size, progress, desc=f"decoding {root.name}")
-    n_train = len(listings["train"].files)
-    splits = {"train": (images[:n_train], listings["train"].labels),
-              "val": (images[n_train:], listings["val"].labels)}
-    save_cached(path, {"classes": classes,
-                       **{f"{s}_images": torch.from_numpy(x) for s, (x, _) in splits.items()},
-                       **{f"{s}_labels": torch.from_numpy(y) for s, (_, y) in splits.items()}})
-    return classes, splits
+    sides = image_short_sides(files)
+    resolution = min(store_resolution or DEFAULT_STORE_RESOLUTION, max(sides, default=10**9))
+    key = _listing_key(root, listings)
+    cache = Path(cache_dir or default_cache_dir()).expanduser()
+    path = store_path(cache, root, key, resolution)
+    store = _open_or_build(path, key, Plan(
+        files=files, labels=np.concatenate([listings["train"].labels, listings["val"].labels]),
+        splits={"train": len(listings["train"].files), "val": len(listings["val"].files)},
+        classes=classes, listing=key, source=str(root.resolve())),
+        lambda: _listing_key(root, listings), cache, progress, resolution)
+    return store
+
+
+def store_path(cache: Path, root: Path, key: str, resolution: int) -> Path:
+    """Where the store of a listing at S lives: ``<cache>/stores/<folder name>-<key>-<S>px``."""
+    name = re.sub(r"[^\w.-]+", "_", os.fsencode(root.resolve().name).decode("utf-8", "replace"))[:60] or "data"
+    return cache / "stores" / f"{name}-{key}-{resolution}px"
+
+
+def _open_or_build(path: Path, key: str, plan: Plan, relist, cache: Path, progress: bool,  # noqa: ANN001
+                   resolution: int) -> ImageStore:
+    try:
+        store = open_store(path, key)
+    except StoreProblem as problem:
+        if (path / "header.json").exists():
+            log.warning("scalesearch: image store '%s' is damaged (%s); rebuilding it", path, problem)
+        check_cache_writable(cache)  # before decoding, which may take minutes
+        store = build_store(path, plan, resolution, relist, progress=progress, note=_note(progress))
+    header = store.header
+    if progress and (header.skipped or header.upsampled):
+        _note(True)(_store_summary(header))
+    return store
+
+
+def _store_summary(header) -> str:  # noqa: ANN001
+    parts = []
+    if header.skipped:
+        many = header.skipped != 1
+        parts.append(f"{header.skipped:,} file{'s' if many else ''} could not be decoded and "
+                     f"{'are' if many else 'is'} left out, with {'their labels' if many else 'its label'} (first: "
+                     f"{', '.join(header.skipped_names)}: {header.skipped_reason})")
+    if header.upsampled:
+        parts.append(f"{header.upsampled:,} image{'s' if header.upsampled != 1 else ''} smaller than "
+                     f"{header.resolution} px {'were' if header.upsampled != 1 else 'was'} upsampled")
+    return "image store: " + "; ".join(parts)
+
+
+def _note(progress: bool):  # noqa: ANN202
+    def note(line: str) -> None:
+        if progress:
+            print(line, file=sys.stderr, flush=True)
+    return note
+
+
+def check_cache_writable(folder: Path) -> None:
+    """Refuse, naming it, a cache folder that cannot be made or written (tried for real:
+    permission bits do not stop root, a read-only file system stops everyone)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".scalesearch-probe-"))
+    except OSError as exc:
+        raise DatasetError(f"cannot write the image store in '{folder}' ({exc.strerror or exc}): "
+                           f"choose a writable --cache-dir") from None
 
 
 def list_image_tree(root: Path) -> tuple[list[str], dict[str, _Listing]]:
@@ -139,58 +205,91 @@ def _subset_listing(listing: _Listing, n: int | None, seed: int) -> _Listing:
 
 
 def _listing_key(root: Path, listings: dict[str, _Listing]) -> str:
-    lines = [f"{CACHE_FORMAT}", str(root.resolve())]
+    lines = [f"store {STORE_FORMAT}", str(root.resolve())]
     for split, listing in listings.items():
         for path, label in zip(listing.files, listing.labels.tolist()):
-            st = os.stat(path)
-            lines.append(f"{split}\0{os.path.abspath(path)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}")
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+            except OSError:   # gone (or unreadable) since it was listed: a listing of its own
+                stamp = "gone"
+            lines.append(f"{split}\0{os.path.abspath(path)}\0{label}\0{stamp}")
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:20]  # any file name
 
 
+# -- what the `scalesearch data` commands show ----------------------------------------------
 
-def _first_image_size(path: str) -> tuple[int, int]:
-    height, width = decode_image(path, None).shape[:2]
-    return width, height
+@dataclass(frozen=True)
+class TreeInfo:
+    """An image folder as listed now, and the stores of it in a cache folder."""
 
+    root: Path
+    classes: list[str]
+    counts: dict[str, list[int]]            # images per class in each split, as listed
+    listing: str                            # the key of the whole folder's listing now
+    stores: list[tuple[Path, object]]       # (path, StoreHeader, or the StoreProblem found)
+    old_caches: list[Path]                  # decoded-image caches of scalesearch 0.2 (.pt), no longer read
 
-def decode_image(path: str | Path, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 (H, W, 3) RGB, resized to ``size`` = (W, H) when it differs."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"cannot read image '{path}': {exc}") from None
-    if size is not None and rgb.size != tuple(size):
-        rgb = rgb.resize(tuple(size), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _decode_chunk(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-    return np.stack([decode_image(p, size) for p in paths])
+    def current(self, header) -> bool:  # noqa: ANN001
+        return getattr(header, "listing", None) == self.listing
 
 
-def decode_images(paths: Sequence[str | Path], size: tuple[int, int], progress: bool = False,
-                  desc: str = "decoding", chunk: int = 1024) -> np.ndarray:
-    """Decode images into one uint8 array (N, 3, H, W), all resized to ``size`` = (W, H).
+def tree_info(source: str | Path, cache_dir: str | Path | None = None) -> TreeInfo:
+    """The folder's classes and counts, and every store of it under ``cache_dir`` (none decoded)."""
+    from .store import read_header
 
-    Images must share a size for one array; any that differ from the first image are
-    resized to it.  Large lists are decoded in worker processes (small JPEGs are bound
-    by per-file Python work, which threads would serialise).
-    """
-    chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
-    workers = min(len(chunks), os.cpu_count() or 1, 8)
-    # The bar shows only after a second, so a quick decode (or a quick failure) prints none.
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=None if progress else True, leave=False, delay=1.0)
-    parts = []
-    with bar:
-        if workers > 1 and len(paths) >= 4 * chunk:
-            with ProcessPoolExecutor(workers) as pool:
-                for part in pool.map(_decode_chunk, chunks, [size] * len(chunks)):
-                    parts.append(part)
-                    bar.update(len(part))
-        else:
-            for names in chunks:
-                parts.append(_decode_chunk(names, size))
-                bar.update(len(names))
-    return np.ascontiguousarray(np.concatenate(parts).transpose(0, 3, 1, 2))
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data set '{source}' is not a folder: expected {TREE_LAYOUT}")
+    classes, listings = list_image_tree(root)
+    counts = {s: np.bincount(lst.labels, minlength=len(classes)).tolist() for s, lst in listings.items()}
+    cache = Path(cache_dir or default_cache_dir()).expanduser()
+    found: list[tuple[Path, object]] = []
+    prefix = store_path(cache, root, "", 0).name.rsplit("-", 2)[0] + "-"
+    for path in sorted((cache / "stores").glob(f"{glob_escape(prefix)}*px")) if (cache / "stores").is_dir() else []:
+        try:
+            header = read_header(path)
+        except StoreProblem as problem:
+            found.append((path, problem))
+            continue
+        if header.source == str(root.resolve()):
+            found.append((path, header))
+    old = sorted(cache.glob(f"{glob_escape(root.resolve().name)}-*.pt")) if cache.is_dir() else []
+    return TreeInfo(root, classes, counts, _listing_key(root, listings), found, old)
 
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def build_tree_store(source: str | Path, resolution: int | None = None, cache_dir: str | Path | None = None,
+                     progress: bool = True) -> ImageStore:
+    """``scalesearch data build``: the whole folder's store at S = ``resolution`` (built when missing)."""
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data set '{source}' is not a folder: expected {TREE_LAYOUT}")
+    return tree_store(root, cache_dir, progress=progress, store_resolution=resolution)
+
+
+def _all_files(root: Path) -> tuple[str, ...]:
+    _, listings = list_image_tree(root)
+    return listings["train"].files + listings["val"].files
+
+
+def estimate_build_seconds(source: str | Path, resolution: int, sample: int = 32) -> tuple[int, float]:
+    """(images, seconds) to build the folder's store: ``sample`` images decoded here, the rest
+    in proportion, shared among the worker processes a build uses."""
+    from .store import square_image
+
+    files = _all_files(Path(source).expanduser())
+    picked = files[::max(1, len(files) // sample)][:sample]
+    import time
+
+    started = time.perf_counter()
+    for path in picked:
+        try:
+            square_image(path, resolution)
+        except Exception:  # noqa: BLE001 - a bad file is the build's to report
+            pass
+    per_image = (time.perf_counter() - started) / max(1, len(picked))
+    return len(files), per_image * len(files) / min(os.cpu_count() or 1, 8)

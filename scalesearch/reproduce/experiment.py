@@ -267,6 +267,7 @@ class ReproduceSettings:
         raw = data["experiment"]
         return dict(bases=raw.get("bases"), search=raw.get("search"), seed=self.seed, resolution=self.resolution,
                     dataset=self.data.dataset, train_subset=self.data.train_subset, val_subset=self.data.val_subset,
+                    store_resolution=self.data.store_resolution,
                     train=data["train"], coefficients=data["coefficients"], keep_maps=self.keep_maps)
 
 
@@ -275,6 +276,7 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   seeds: int | None = None, device: str | None = None, backend: str | None = None,
                   address: str | None = None, cpus_per_trial: float | None = None,
                   gpus_per_trial: float | None = None, cache_dir: str | None = None, out: str | None = None,
+                  store_resolution: int | None = None,
                   coefficients: Sequence[str] = (), optimizer: str | None = None,
                   residual_init: str | None = None, keep_maps: bool | None = None,
                   recipe: Mapping[str, Any] | None = None,
@@ -303,7 +305,8 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
         raise SettingsError(f"--seeds must be an integer from 1 to 100 (got {n_seeds!r})")
     preset_dataset = preset.pop("dataset", None)   # the preset's data set; --dataset replaces it
     data = DataSettings(dataset=dataset or preset_dataset or "synthetic", train_subset=preset.pop("train_subset", None),
-                        val_subset=preset.pop("val_subset", None), cache_dir=cache_dir)
+                        val_subset=preset.pop("val_subset", None), cache_dir=cache_dir,
+                        store_resolution=store_resolution)
     try:
         given = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}
         train = TrainConfig(**{**exp.train, **preset, **dict(recipe or {}), **given})

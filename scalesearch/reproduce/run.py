@@ -14,7 +14,7 @@ from ..ranking import Summary, summarize
 from ..rows import COMPLETE, TRIALS, TrialContext, TrialRow, TrialSpec
 from ..rundir import CONFIG, RunDir
 from ..forms import FormsChosen
-from ..study import check_same, load_data, locked, open_run, run_trials, step_forms
+from ..study import check_same, data_classes, load_data, locked, open_run, run_trials, step_forms, with_store
 from .experiment import ReproduceSettings
 from .plan import MODEL_COLUMNS, MODELS, Coefficients, Model, plan
 from .report import BaseVerdict, verdicts, write_outputs
@@ -50,8 +50,12 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
     # Coefficients a finished search of this run found stay fixed: rows trained with them keep meaning.
     found = _found_coefficients(run) if run.exists else {}
     given.update({b: c for b, c in found.items() if b not in given})
-    dataset = load_data(settings.data, settings.seed, progress)
-    models = plan(settings, dataset.num_classes, given)
+    classes = data_classes(settings.data, settings.seed, progress)
+    models = plan(settings, len(classes), given)
+    # One store for every row: S from the largest row built now (rows waiting for a search's
+    # coefficients are near the budget's resolution, and are resized from it).
+    data = with_store(settings.data, [m.spec.resolution for m in models if m.spec is not None] or [settings.resolution])
+    dataset = load_data(data, settings.seed, progress)
     if dry_run and (run / TRIALS).is_file():
         raise UserError(f"--out '{run.path}' holds trained results, which a dry run would replace in "
                         f"{exp.name}.csv; choose another --out for the dry run")
@@ -60,7 +64,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
         forms: dict[str, Any] = {}   # each base's step form, as config.json records it
 
         def fix(trials: list[TrialSpec]) -> list[TrialSpec]:
-            trials, chosen, record = step_forms(run, trials, settings.backend, settings.data, dataset.n_train,
+            trials, chosen, record = step_forms(run, trials, settings.backend, data, dataset.n_train,
                                                 backend, progress, timed=not dry_run)
             new = [choice for name, choice in chosen.items() if name not in forms]
             forms.update(record)
@@ -84,11 +88,11 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
                 given[base] = found[base] = _search(settings, base, run, backend, emit, progress, estimate)
                 write_config()
             if searched:
-                models = result.models = plan(settings, dataset.num_classes, given)
+                models = result.models = plan(settings, len(classes), given)
                 trials = fix(make_trials(models, settings))  # the searched rows now have specs
                 write_config()
         run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
-        context = TrialContext.of(settings.data, settings.backend, progress)
+        context = TrialContext.of(data, settings.backend, progress)
 
         def write(rows: Sequence[TrialRow]) -> list[Path]:
             summaries = summarize(rows)
@@ -137,7 +141,8 @@ def _search(settings: ReproduceSettings, base: str, run: RunDir, backend: Any, e
     out = run.path / f"grid-{base}"
     flat = dict(base=base, resolution=settings.resolution, keep_maps=settings.keep_maps, seed=settings.seed, seeds=settings.seeds,
                 dataset=settings.data.dataset, train_subset=settings.data.train_subset,
-                val_subset=settings.data.val_subset, cache_dir=settings.data.cache_dir, out=str(out))
+                val_subset=settings.data.val_subset, cache_dir=settings.data.cache_dir,
+                store_resolution=settings.data.store_resolution, out=str(out))
     flat.update({f.name: getattr(settings.train, f.name) for f in _recipe()})
     flat.update(dataclasses.asdict(settings.backend))
     flat.update(exp.search)
@@ -201,6 +206,7 @@ def check_same_reproduction(run: RunDir, settings: ReproduceSettings) -> None:
         raise UserError(f"--out '{run.path}' holds something other than a reproduction; choose another --out")
     theirs = dict(config["identity"])
     theirs.setdefault("keep_maps", False)  # written before the field existed
+    theirs.setdefault("store_resolution", None)
     ours = settings.identity()
     if isinstance(theirs.get("train"), dict):  # a recipe field added since that run holds its default
         from ..settings import BEFORE_FIELDS, recipe_fields

@@ -24,13 +24,14 @@ import torch
 
 from pathlib import Path
 
-from scalesearch.bases import get_base
-from scalesearch.cost import count_cost
+from scalesearch.net.bases import get_base
+from scalesearch.measure.cost import count_cost
 from scalesearch.data.synthetic import SYNTHETIC_LEVELS, SyntheticLevel, synthetic_dataset
-from scalesearch.models import build
+from scalesearch.measure.models import build
 from scalesearch.reproduce import load_experiment
-from scalesearch.scaling import scale
-from scalesearch.train import TrainConfig, train_candidate
+from scalesearch.net.scaling import scale
+from scalesearch.train.loop import train_candidate
+from scalesearch.train.recipe import TrainConfig
 
 
 CAPACITY = Path(__file__).resolve().parent / "capacity" / "capacity.yaml"

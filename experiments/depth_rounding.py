@@ -19,8 +19,8 @@ import argparse
 import time
 
 from scalesearch import get_base
-from scalesearch.scaling import DEPTH_RULES, Rounding, round_depths
-from scalesearch.gridspace import GridSpec, axis, candidates, drop_counts
+from scalesearch.net.scaling import DEPTH_RULES, Rounding, round_depths
+from scalesearch.search.space import GridSpec, axis, candidates, drop_counts
 
 BASES = ("resnet18", "resnet20-cifar", "efficientnet-b0")
 

@@ -9,7 +9,7 @@ run's top budget (same settings otherwise), and prints, as markdown:
 - whether halving's best is the full run's best, or within the full run's noise of it (the
   verdict rule every ranking uses: seed spread and the held-out binomial error);
 - the rank agreement of rung 0's budget with the top budget over every candidate
-  (``scalesearch.agreement``), and a plot of the two (``--plot FILE.png``).
+  (``scalesearch.search.agreement``), and a plot of the two (``--plot FILE.png``).
 
     python experiments/halving_vs_full.py experiments/halving-cifar10/halving \
         experiments/halving-cifar10/full-9x --plot experiments/halving-cifar10/proxy_vs_9x.png
@@ -21,9 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-from scalesearch.agreement import agreement
-from scalesearch.ranking import compare, summarize
-from scalesearch.rundir import RunDir
+from scalesearch.search.agreement import agreement
+from scalesearch.search.ranking import compare, summarize
+from scalesearch.study.rundir import RunDir
 
 
 def scores(rows, rung=None) -> dict[int, list[float]]:
@@ -83,7 +83,7 @@ def main() -> None:
     found = agreement(small, large, f"{b:,}-image", f"{top:,}-image", seed=0)
     print(f"rank agreement, rung 0 against the top budget, every candidate: {found.verdict}")
     if args.plot:
-        from scalesearch.plots import draw_agreement
+        from scalesearch.report.plots import draw_agreement
 
         points = [dict(candidate=c, small=small[c], large=large.get(c, [])) for c in small]
         for path in draw_agreement(points, args.plot.with_suffix(""), found.small, found.large, found.verdict):

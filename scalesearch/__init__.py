@@ -1,19 +1,20 @@
 """scalesearch: compound model scaling (Tan & Le, ICML 2019) as a general tool.
 
-The layout follows the paper: ``spec`` (Eq. 1, the network as data), ``scaling``
-(Eq. 3 and the rounding rules), ``cost`` (measured FLOPs, params, activations),
-``gridspace`` and ``grid`` (step 1: the phi = 1 grid and its search), ``family``
-(step 2: raising phi), ``study`` (trials x seeds in a run directory).
+The sub-packages follow the paper: ``net`` (Eq. 1, the network as data, and Eq. 3, the
+scaler), ``measure`` (the torch builder; measured FLOPs, params, activations), ``train``
+(short training), ``study`` (a run as trials, and its folder), ``search`` (step 1, the phi = 1
+grid search, and step 2, the family), ``report`` (plots and curves), ``data``, ``reproduce``
+(Table 3, Figure 8) and ``cli``; docs/architecture.md draws them.
 """
 
 from . import reproduce as _module  # the module loads first, so that the name below stays the function
 from .api import reproduce  # the function, as ``family`` and ``curves``: never the module of that name
-from .bases import base_names, get_base
-from .curves import curves
+from .net.bases import base_names, get_base
+from .report.curves import curves
 from .errors import UserError
-from .family import family  # the function: ``scalesearch.family`` is never the module of the same name
-from .scaling import Rounding, compound, nominal_ratio, round_channels, round_depth, round_resolution, scale
-from .spec import HeadSpec, NetworkSpec, SpecError, StageSpec, StemSpec, load_spec, save_spec
+from .search.family import family
+from .net.scaling import Rounding, compound, nominal_ratio, round_channels, round_depth, round_resolution, scale
+from .net.spec import HeadSpec, NetworkSpec, SpecError, StageSpec, StemSpec, load_spec, save_spec
 
 del _module
 
@@ -25,7 +26,7 @@ except Exception:  # noqa: BLE001 - not installed (a source tree on sys.path)
     __version__ = "0+unknown"
 
 # Torch-side names load on first use, so specs and the scaler stay importable without torch.
-_LAZY = {"Cost": "cost", "count_cost": "cost", "build": "models", "run_grid": "grid",
+_LAZY = {"Cost": "measure.cost", "count_cost": "measure.cost", "build": "measure.models", "run_grid": "search.grid",
          "SearchSettings": "settings", "load_settings": "settings", "create_model": "api",
          "export_member": "api", "load_model": "api", "measure": "api"}
 

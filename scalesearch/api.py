@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .bases import get_base
+from .net.bases import get_base
 from .errors import UserError, checked_arguments, require
-from .scaling import DEFAULT_ROUNDING, Rounding, check_factors, compound, scale
-from .spec import NetworkSpec
+from .net.scaling import DEFAULT_ROUNDING, Rounding, check_factors, compound, scale
+from .net.spec import NetworkSpec
 
 
 def resolve(base: str | Path | NetworkSpec, function: str = "measure") -> NetworkSpec:
@@ -30,8 +30,8 @@ def measure(base: str | Path | NetworkSpec, d: float = 1.0, w: float = 1.0, r: f
 
     ``resolution`` measures the base at a proxy resolution first; ``keep_maps`` then adapts
     its early strides to keep the native last feature map (proxy.py)."""
-    from .cost import count_cost
-    from .proxy import keep_maps as adapt, last_map
+    from .measure.cost import count_cost
+    from .net.proxy import keep_maps as adapt, last_map
 
     check_factors(d, w, r)
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
@@ -62,9 +62,9 @@ def _is_run(path: Path) -> bool:
 
 def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     """The spec of family member ``phi`` of a finished grid run (as family.csv lists it)."""
-    from .grid import family_base
+    from .search.grid import family_base
     from .settings import load_settings
-    from .rundir import CONFIG, FAMILY, RunDir, read_csv
+    from .study.rundir import CONFIG, FAMILY, RunDir, read_csv
 
     run = Path(run_dir)
     if not _is_run(run):
@@ -97,7 +97,7 @@ def create_model(source: str | Path | NetworkSpec, phi: int = 0, alpha: float | 
     ``source`` is a finished run directory (member ``phi`` of its family.csv), or a base
     name / spec file / spec, scaled by Eq. 3 with the given ``alpha, beta, gamma`` and ``phi``.
     """
-    from .models import build
+    from .measure.models import build
 
     require(isinstance(source, (NetworkSpec, str, Path)), "create_model", "source", source,
             "a run directory, a base name, a spec file or a NetworkSpec")
@@ -126,10 +126,10 @@ def export_member(run_dir: str | Path, phi: int, out: str | Path, num_classes: i
     near-infrared...) for your own data (defaults: the searched data set's, and 3)."""
     import torch
 
-    from .cost import count_cost
-    from .models import build
-    from .spec import save_spec
-    from .rundir import writable_problem
+    from .measure.cost import count_cost
+    from .measure.models import build
+    from .net.spec import save_spec
+    from .study.rundir import writable_problem
 
     _path(run_dir, "export_member", "run_dir", "a finished run directory")
     out = _path(out, "export_member", "out", "a folder path")
@@ -169,8 +169,8 @@ def load_model(folder: str | Path):  # noqa: ANN201 - torch.nn.Module
 
     import torch
 
-    from .models import build
-    from .spec import load_spec
+    from .measure.models import build
+    from .net.spec import load_spec
 
     folder = _path(folder, "load_model", "folder", "the folder `scalesearch export` wrote")
     for name in ("spec.yaml", "model.pt"):
@@ -217,15 +217,15 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     ranked candidates again at ``budget`` times the run's budget (epochs or images), same
     seeds and data, in RUN/check-proxy-<budget>/, and measure the rank agreement of the two
     (agreement.py).  Returns what agreement.json holds."""
-    from .agreement import agreement
-    from .forms import recorded_forms
-    from .grid import run_grid
-    from .gridspace import parse_budget
-    from .plots import draw_agreement
+    from .search.agreement import agreement
+    from .train.forms import recorded_forms
+    from .search.grid import run_grid
+    from .search.space import parse_budget
+    from .report.plots import draw_agreement
     from .settings import load_settings
-    from .ranking import summarize
-    from .rows import TRIALS
-    from .rundir import CANDIDATES, CONFIG, RunDir
+    from .search.ranking import summarize
+    from .study.rows import TRIALS
+    from .study.rundir import CANDIDATES, CONFIG, RunDir
 
     run = RunDir(_path(run_dir, "check_proxy", "run_dir", "a finished run directory"))
     if not run.exists:

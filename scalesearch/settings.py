@@ -3,10 +3,10 @@
 A search's settings are composed of sections, each a frozen dataclass that validates
 itself on construction:
 
-* ``grid``      the phi = 1 grid space and its FLOPs constraint (``gridspace.GridSpec``)
+* ``grid``      the phi = 1 grid space and its FLOPs constraint (``search.space.GridSpec``)
 * ``rounding``  how scaled layers, channels and pixels become integers (``scaling.Rounding``)
 * ``data``      the data set and its subsets (``DataSettings``)
-* ``train``     the short-training recipe (``train.TrainConfig``, less the per-trial fields)
+* ``train``     the short-training recipe (``train.recipe.TrainConfig``, less the per-trial fields)
 * ``backend``   who runs the trials and where (``BackendSettings``)
 
 plus the study-level fields of ``SearchSettings`` (base, seeds, which candidates...).
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import UserError
-from .gridspace import GridSpec
-from .scaling import Rounding
+from .search.space import GridSpec
+from .net.scaling import Rounding
+from .train.recipe import TrainConfig
 
 BACKENDS = ("optuna", "ray")
 MAX_EPOCHS = 10_000       # per trial
@@ -134,14 +135,10 @@ class BackendSettings:
 
 def recipe_fields() -> list[dataclasses.Field]:
     """The TrainConfig fields that make up the shared training recipe."""
-    from .train import TrainConfig
-
     return [f for f in fields(TrainConfig) if f.name not in PER_TRIAL]
 
 
-def _train_default() -> Any:
-    from .train import TrainConfig
-
+def _train_default() -> TrainConfig:
     return TrainConfig()
 
 
@@ -165,7 +162,7 @@ class SearchSettings:
     grid: GridSpec = field(default_factory=GridSpec)
     rounding: Rounding = field(default_factory=Rounding)
     data: DataSettings = field(default_factory=DataSettings)
-    train: Any = field(default_factory=_train_default)     # train.TrainConfig (torch-side, built lazily)
+    train: TrainConfig = field(default_factory=_train_default)
     backend: BackendSettings = field(default_factory=BackendSettings)
 
     # Settings that do not change what a trial computes: a run resumes under other values.
@@ -318,8 +315,6 @@ def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None 
 
 def _make(section: str, values: dict[str, Any]) -> Any:
     if section == "train":
-        from .train import TrainConfig
-
         return TrainConfig(**values)
     return SECTIONS[section](**values)
 

@@ -32,7 +32,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 @pytest.fixture(scope="session", autouse=True)
 def form_cache(tmp_path_factory) -> Path:
-    """The step-form timings (scalesearch/forms.py) cached for this session only, so the suite
+    """The step-form timings (scalesearch/train/forms.py) cached for this session only, so the suite
     never reads or leaves a user's cache; every process the tests start inherits it."""
     path = tmp_path_factory.mktemp("form-cache")
     os.environ["SCALESEARCH_CACHE_DIR"] = str(path)
@@ -104,8 +104,8 @@ def cli(*args):
     stdout, stderr, exception)."""
     from typer.testing import CliRunner
 
-    from scalesearch.cli import app
-    from scalesearch.trial import load_dataset
+    from scalesearch.cli.main import app
+    from scalesearch.study.trial import load_dataset
 
     load_dataset.cache_clear()
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -166,7 +166,7 @@ def parsed(command: str, args: list[str]) -> dict:
     click's usage error, which the command prints as one line (test_a_refused_grid_...)."""
     import typer.main
 
-    from scalesearch.cli import app
+    from scalesearch.cli.main import app
 
     command_ = typer.main.get_command(app).commands[command]
     return command_.make_context(command, [str(a) for a in args]).params

@@ -31,8 +31,9 @@ def test_one_version_the_installed_pyprojects():
 
 def test_a_log_gets_one_line_per_finished_trial():
     """Redirected to a file (no progress bars), a long search says after each trial that it is alive."""
-    from scalesearch.cli import trial_line
-    from scalesearch.study import TrialFinished, TrialRow
+    from scalesearch.cli.printers import trial_line
+    from scalesearch.study.rows import TrialRow
+    from scalesearch.study.setup import TrialFinished
 
     row = TrialRow(trial="c7-s1", candidate=7, seed=1, top1=0.331, seconds=75.2, state="COMPLETE")
     assert trial_line(TrialFinished(row=row, done=3, total=6, rows=[row])) == \

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from scalesearch import base_names, count_cost, get_base, scale
-from scalesearch.cost import count_cost_plain
-from scalesearch.models import build, count_params
-from scalesearch.spec import NetworkSpec, StageSpec, StemSpec
+from scalesearch.measure.cost import count_cost_plain
+from scalesearch.measure.models import build, count_params
+from scalesearch.net.spec import NetworkSpec, StageSpec, StemSpec
 
 GOLDEN_PATH = Path(__file__).parent / "golden.json"
 GOLDEN = json.loads(GOLDEN_PATH.read_text())
@@ -91,7 +91,7 @@ def test_default_init_leaves_every_bn_at_one():
 
 def test_residual_branches_start_at_zero_gamma():
     """Goyal et al. 2017: the BN feeding each residual add starts at gamma = 0, all others at 1."""
-    from scalesearch.models import BasicBlock, Bottleneck, InvertedResidual
+    from scalesearch.measure.models import BasicBlock, Bottleneck, InvertedResidual
 
     for base in ("resnet18", "resnet50", "mobilenetv2"):
         net = build(scale(get_base(base), 0.5, 0.25, 0.25), residual_init="zero")
@@ -111,8 +111,9 @@ def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(
     """residual_init="scaled": each BN feeding a residual add starts at 1/sqrt(L), so the
     stream's variance at the end of the body does not grow with depth; ``build_model``
     (what a trial trains) builds what its recipe says."""
-    from scalesearch.models import residual_bns
-    from scalesearch.train import TrainConfig, build_model
+    from scalesearch.measure.models import residual_bns
+    from scalesearch.train.loop import build_model
+    from scalesearch.train.recipe import TrainConfig
 
     spec = scale(get_base("resnet18").replace(resolution=32), d=d)
     net = build_model(spec, TrainConfig(residual_init="scaled"))
@@ -133,8 +134,8 @@ def test_scaled_residual_init_is_one_over_root_of_the_number_of_residual_blocks(
 
 
 def test_part_memory_is_worked_out_from_shapes():
-    from scalesearch.cost import part_footprint
-    from scalesearch.models import Part
+    from scalesearch.measure.cost import part_footprint
+    from scalesearch.measure.models import Part
 
     # conv block 3x3, 8 -> 16 channels at 8 px: input, conv weights, BN gamma/beta, BN buffers
     # (mean, var, step count), conv output, BN output; the in-place ReLU adds nothing.
@@ -149,7 +150,7 @@ def test_part_memory_is_worked_out_from_shapes():
     (get_base("efficientnet-b0").replace(resolution=9000), r"stage 2 layer 1 \(mbconv block\)"),
 ])
 def test_too_large_to_build_is_refused_before_allocating(spec, where):
-    from scalesearch.cost import MemoryLimitError
+    from scalesearch.measure.cost import MemoryLimitError
     from scalesearch.errors import UserError
 
     assert issubclass(MemoryLimitError, UserError)
@@ -164,7 +165,7 @@ def test_feature_norm_centres_the_pooled_features_and_folds_away(base):
     """The recipe's head normalisation: in training the classifier sees pooled features with
     zero mean per channel (before dropout); folded after training, the reference head (no extra module, same
     parameter count) gives the same eval outputs."""
-    from scalesearch.models import fold_feature_norm
+    from scalesearch.measure.models import fold_feature_norm
 
     spec = scale(get_base(base), 1.0, 0.5, 1.0).replace(num_classes=5, resolution=32)
     torch.manual_seed(0)

@@ -73,7 +73,7 @@ def markdown_rows(output: str, first_cell: str) -> list[list[str]]:
 def test_step_forms_prints_every_form_against_plain_fp32():
     """Every form has its row; bf16 is timed (and its peak measured) only where this CPU runs it
     natively, and its rows say why not elsewhere, so the bench stays small on either kind."""
-    from scalesearch.train import cpu_has_bf16
+    from scalesearch.train.step_form import cpu_has_bf16
 
     out = run("step_forms.py", "--base", "resnet20-cifar", "--resolution", "16", "--threads", "1", "--batch", "4",
               "--rounds", "1", "--steps", "1")

@@ -77,8 +77,9 @@ def test_malformed_spec_file_names_the_field(tmp_path):
 def test_a_plateau_gets_a_hint_naming_the_recipe_options_not_used(capsys):
     from types import SimpleNamespace
 
-    from scalesearch.cli import _plateau_hint
-    from scalesearch.train import TrainConfig, divergence
+    from scalesearch.cli.printers import plateau_hint as _plateau_hint
+    from scalesearch.train.health import divergence
+    from scalesearch.train.recipe import TrainConfig
 
     stuck = SimpleNamespace(diverged=divergence(1 / 12, 2.5, 2.5, 12, 96))     # never left ln(12)
     blown = SimpleNamespace(diverged=divergence(0.3, 8037.0, 1.0, 12, 96))     # learned, then blew up

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from scalesearch import base_names, get_base, load_spec, scale
-from scalesearch.blocks import OPTIONAL_FIELDS, get_block, register_block, unregister_block
-from scalesearch.cost import (clear_cache, count_cost, count_cost_plain, part_cost, part_footprint, traced_footprint,
+from scalesearch.net.blocks import OPTIONAL_FIELDS, get_block, register_block, unregister_block
+from scalesearch.measure.cost import (clear_cache, count_cost, count_cost_plain, part_cost, part_footprint, traced_footprint,
                               traced_part_cost)
-from scalesearch.cost_analytic import BLOCK_TWINS, part_tally
-from scalesearch.models import iter_parts
-from scalesearch.spec import ACTIVATIONS, HeadSpec, NetworkSpec, StageSpec, StemSpec
+from scalesearch.measure.cost_analytic import BLOCK_TWINS, part_tally
+from scalesearch.measure.models import iter_parts
+from scalesearch.net.spec import ACTIVATIONS, HeadSpec, NetworkSpec, StageSpec, StemSpec
 
 from conftest import ROOT
 
@@ -39,7 +39,7 @@ def test_every_builtin_block_type_has_a_twin():
 
 
 def test_the_twins_need_no_torch():
-    code = ("import sys; from scalesearch.cost_analytic import part_tally; "
+    code = ("import sys; from scalesearch.measure.cost_analytic import part_tally; "
             "assert part_tally(('block', 'mbconv', 16, 24, 2, 3, 6.0, 0.25, 'silu', 112)) is not None; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -120,7 +120,7 @@ def grouped_norm_block():
 
 
 def test_a_user_block_is_traced_with_fvcore(grouped_norm_block, monkeypatch):
-    import scalesearch.cost as cost
+    import scalesearch.measure.cost as cost
 
     spec = NetworkSpec(name="user", stem=StemSpec(8, stride=1), resolution=16, num_classes=10,
                        stages=(StageSpec(grouped_norm_block, 16, 2, stride=2), StageSpec("basic", 16, 1)))
@@ -160,7 +160,7 @@ def test_a_builtin_name_with_another_builder_is_traced_not_twinned(conv_replaced
 
 
 def test_a_builtin_builder_under_a_new_name_keeps_its_twin():
-    register_block("my_bottleneck", "scalesearch.models:Bottleneck.from_args", uses=("kernel", "expand_ratio"),
+    register_block("my_bottleneck", "scalesearch.measure.models:Bottleneck.from_args", uses=("kernel", "expand_ratio"),
                    doc="the built-in bottleneck under another name")
     try:
         spec = scale(get_base("resnet50"), 1.0, 0.25, 0.25)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from scalesearch import data
-from scalesearch.data import DatasetError, open_dataset, store, synthetic
+from scalesearch.data import DatasetError, decode, open_dataset, synthetic
 
 CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -205,7 +205,7 @@ def test_image_tree_is_read_from_its_store(tmp_path, monkeypatch):
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the store")
-    monkeypatch.setattr(store, "decode_chunk", no_decoding)
+    monkeypatch.setattr(decode, "decode_chunk", no_decoding)
     again = open_dataset(root, cache_dir=cache)
     assert torch.equal(next(again.val_batches(16, 6))[0], x)
 

@@ -4,7 +4,7 @@ import pytest
 
 from scalesearch import get_base
 from scalesearch.errors import UserError
-from scalesearch.family import family
+from scalesearch.search.family import family
 
 LITERAL = ["base", "phi", "d", "w", "r", "resolution", "layers", "params", "flops", "acts", "nominal_ratio",
            "flops_ratio"]

@@ -40,7 +40,7 @@ from scalesearch.errors import UserError
 
 def no_grid(settings_, out: Path) -> str:
     """run_grid refuses ``settings_`` with --out ``out`` before it creates or changes a file."""
-    from scalesearch.grid import run_grid
+    from scalesearch.search.grid import run_grid
 
     existed = out.exists()
     before = snapshot(out) if existed else None
@@ -95,9 +95,9 @@ def test_sizes_that_cannot_be_built_are_refused_before_any_part_is_built(monkeyp
     """`flops` is api.measure, `family` is family.family: the limit is named, and found from the
     spec alone (no module is built, so no memory is asked for: the refusal is immediate)."""
     from scalesearch.api import measure
-    from scalesearch.bases import get_base
-    from scalesearch.family import family
-    from scalesearch.models import Part
+    from scalesearch.net.bases import get_base
+    from scalesearch.search.family import family
+    from scalesearch.measure.models import Part
 
     def build(*args, **kwargs):
         raise AssertionError("a part was built before the size was refused")
@@ -157,9 +157,9 @@ def test_flops_refuses_bad_numbers(option, value):
 def test_family_refuses_bad_numbers(option, value):
     """The parser refuses what is not a number (and --phi-max outside 0..20); the rest is refused
     by what `family` calls: parse_budget for --target-flops, then family.family."""
-    from scalesearch.bases import get_base
-    from scalesearch.family import family
-    from scalesearch.gridspace import parse_budget
+    from scalesearch.net.bases import get_base
+    from scalesearch.search.family import family
+    from scalesearch.search.space import parse_budget
     from scalesearch.settings import default_of
 
     args = with_option(FAMILY, option, value)[1:] + (["--target-flops", "2x"] if option == "--tolerance" else [])
@@ -311,7 +311,7 @@ def _spec_case(tmp_path: Path, case: str) -> Path:
 def test_spec_files_of_the_wrong_shape_are_named(tmp_path, tiny, case):
     """The spec loader (bases.get_base, what `flops --base` and `grid --base` read) names the
     spec or the field; a search over it is refused before it creates its --out."""
-    from scalesearch.bases import get_base
+    from scalesearch.net.bases import get_base
 
     path = _spec_case(tmp_path, case)
     with pytest.raises(UserError) as info:
@@ -367,7 +367,7 @@ def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, tiny, case)
                        "--val-subset", "24")
     for i in range(0, len(extra), 2):
         args = with_option(args, extra[i], extra[i + 1])
-    from scalesearch.trial import load_dataset
+    from scalesearch.study.trial import load_dataset
 
     load_dataset.cache_clear()
     line = no_grid(grid_settings(args), tmp_path / "new-run")
@@ -493,7 +493,7 @@ def test_damaged_store_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, 
 
 _DROPPED_CTRL_C = """
 import sys, time, weakref
-from scalesearch.interrupts import raise_pending_interrupt, redeliver_interrupts
+from scalesearch.study.interrupts import raise_pending_interrupt, redeliver_interrupts
 sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
 class Thing: pass
 thing = Thing()
@@ -530,7 +530,7 @@ def test_a_dropped_ctrl_c_is_raised_once_and_a_lost_delivery_at_the_next_checkpo
     that was never caught is raised again at the next checkpoint, and a caught one is not."""
     import threading
 
-    from scalesearch.interrupts import _InterruptRedelivery
+    from scalesearch.study.interrupts import _InterruptRedelivery
 
     class Unraisable:
         exc_type = KeyboardInterrupt
@@ -596,7 +596,7 @@ else:
 
     os.replace = replace
 sys.argv = ["scalesearch", *args]
-from scalesearch.cli import main
+from scalesearch.cli.main import main
 
 main()
 """
@@ -618,7 +618,7 @@ def test_kill_and_ctrl_c_at_seeded_moments_then_resume(run_copy, tiny, uninterru
     with every trial once, never trains a finished trial again, and its numbers are those of
     the same command run without interruption (a trial trained in another process, from the
     start again, gives identical numbers)."""
-    from scalesearch.train import planned_steps
+    from scalesearch.train.recipe import planned_steps
 
     original = trial_rows(run_copy)
     args = ["grid", *with_option(tiny, "--max-trials", "3"), "--out", run_copy]
@@ -663,7 +663,7 @@ def test_kill_and_ctrl_c_at_seeded_moments_then_resume(run_copy, tiny, uninterru
 
 _HOLD = """
 import sys, time
-from scalesearch.study import RunDir
+from scalesearch.study.rundir import RunDir
 RunDir(sys.argv[1]).create_and_lock()
 print("locked", flush=True)
 time.sleep(600)
@@ -780,7 +780,7 @@ def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, tiny, case):
 def test_read_only_finished_run_is_refused_untouched(run_copy, tiny, monkeypatch):
     """A run directory this process may not write to (as root, file modes stop nothing, so the
     permission check is what is made to say no): one line naming it, every file as it was."""
-    import scalesearch.rundir as rundir
+    import scalesearch.study.rundir as rundir
 
     if os.geteuid() == 0:
         real_access = os.access
@@ -859,7 +859,7 @@ def test_plot_refuses_a_garbled_config_json(run_copy):
 
 def test_plot_export_and_curves_refuse_folders_they_cannot_write(run_copy, tmp_path, monkeypatch):
     """The check grid makes, before any work: one line naming the folder, nothing changed."""
-    import scalesearch.rundir as rundir
+    import scalesearch.study.rundir as rundir
 
     real_access = os.access
     monkeypatch.setattr(rundir.os, "access", lambda path, mode, **kw: (
@@ -947,7 +947,7 @@ def test_wording_names_what_is_wrong(tmp_path, args, said):
 
 
 def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
-    import scalesearch.rundir as rundir
+    import scalesearch.study.rundir as rundir
 
     class ReadOnly:
         f_flag = os.ST_RDONLY
@@ -964,10 +964,10 @@ def test_a_damaged_study_db_names_the_damage_not_sqlites_header(tmp_path):
     (5 of 8 runs on the same bytes), which made this test fail at random."""
     import sqlite3
 
-    from scalesearch.backends.optuna_backend import OptunaBackend
+    from scalesearch.study.backends.optuna_backend import OptunaBackend
     from scalesearch.errors import UserError
     from scalesearch.settings import BackendSettings
-    from scalesearch.study import RunDir
+    from scalesearch.study.rundir import RunDir
 
     path = tmp_path / "study.db"
     with sqlite3.connect(path) as db:

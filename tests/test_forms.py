@@ -1,4 +1,4 @@
-"""The step's form of a run (scalesearch/forms.py): chosen by timing on this machine, cached,
+"""The step's form of a run (scalesearch/train/forms.py): chosen by timing on this machine, cached,
 recorded in config.json and trials.csv, and kept on resume.
 
 The timings are replaced by fixed rates here (``rates``), so every choice below is decided by
@@ -11,12 +11,13 @@ import json
 
 import pytest
 
-import scalesearch.forms as forms
-import scalesearch.train as train
-from scalesearch.bases import get_base
+import scalesearch.train.forms as forms
+import scalesearch.train.step_form as train
+from scalesearch.net.bases import get_base
 from scalesearch.errors import UserError
-from scalesearch.forms import FormChoice, choose, fix_forms, isa, recorded_forms
-from scalesearch.train import TrainConfig
+from scalesearch.train.forms import FormChoice, choose, fix_forms, recorded_forms
+from scalesearch.train.machine import isa
+from scalesearch.train.recipe import TrainConfig
 
 from conftest import cli
 
@@ -126,7 +127,7 @@ def test_a_recorded_form_is_kept_and_a_recorded_bf16_is_refused_where_it_is_emul
 
 
 def test_recorded_forms_come_from_config_json_else_from_the_rows():
-    from scalesearch.rows import TrialRow
+    from scalesearch.study.rows import TrialRow
 
     record = {"resnet20-cifar": FormChoice("fp32", "channels_last", "timed").as_dict(), "bad": {"precision": "x"}}
     found = recorded_forms({"step_forms": record})
@@ -141,7 +142,7 @@ def test_recorded_forms_come_from_config_json_else_from_the_rows():
 
 
 def test_fix_forms_sets_each_bases_form_on_every_trial(rates):
-    from scalesearch.rows import TrialContext, TrialSpec
+    from scalesearch.study.rows import TrialContext, TrialSpec
     from scalesearch.settings import DataSettings
 
     rates(False, fp32_contiguous=100.0, fp32_channels_last=200.0)
@@ -165,7 +166,7 @@ def test_a_run_records_its_form_and_keeps_it_on_resume(colours, tiny, tmp_path, 
     every row of trials.csv; resumed where the timing now favours another form, the run goes on
     in its own; a run recorded in bf16 (as on another machine) is refused on a CPU that emulates
     bf16, its files untouched."""
-    from scalesearch.rundir import RunDir
+    from scalesearch.study.rundir import RunDir
 
     out = tmp_path / "run"
     rates(False, fp32_contiguous=100.0, fp32_channels_last=300.0)

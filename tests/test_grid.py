@@ -48,7 +48,7 @@ def test_grid_writes_every_output(proxy_run):
                  "top1_vs_flops.png", "top1_vs_flops.svg", "top1_alpha_beta.png", "top1_alpha_beta.svg"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     trials = pd.read_csv(out / "trials.csv")
-    from scalesearch.study import TrialRow
+    from scalesearch.study.rows import TrialRow
 
     assert list(trials.columns) == TrialRow.columns() and set(TRIAL_COLUMNS) <= set(trials.columns)
     assert len(trials) == 3 and set(trials.state) == {"COMPLETE"}
@@ -105,7 +105,7 @@ def test_clip_norm_and_optimizer_flags_set_the_recipe(tmp_path, proxy):
     assert (train["optimizer"], train["trust"], train["residual_init"]) == ("lars", 0.05, "scaled")
     from typer.testing import CliRunner
 
-    from scalesearch.cli import app
+    from scalesearch.cli.main import app
 
     help_text = CliRunner().invoke(app, ["grid", "--help"], env={"COLUMNS": "200"}).stdout
     assert "(default: 1.0)" in help_text and "(default: 2x)" in help_text   # defaults shown, not eaten as markup

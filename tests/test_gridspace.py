@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from scalesearch import get_base, scale
-from scalesearch.cost import count_cost
+from scalesearch.measure.cost import count_cost
 from scalesearch.errors import UserError
-from scalesearch.gridspace import (DROP_CODES, Budget, Candidate, GridSettingError, GridSpec, axis, candidates,
+from scalesearch.search.space import (DROP_CODES, Budget, Candidate, GridSettingError, GridSpec, axis, candidates,
                                 drop_counts, fit_resolution, parse_budget)
 
 

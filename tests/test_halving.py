@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scalesearch.backends.fake import FakeBackend
-from scalesearch.halving import plan, plan_text, rung_recipe, survivors
+from scalesearch.study.backends.fake import FakeBackend
+from scalesearch.search.halving import plan, plan_text, rung_recipe, survivors
 from scalesearch.settings import SettingsError, build_settings
-from scalesearch.train import TrainConfig
+from scalesearch.train.recipe import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # resnet20-cifar at 32 px on 64 synthetic images, the demo's grid with a FLOPs tolerance of 10%:
@@ -32,7 +32,7 @@ def settings(tmp_path, name="run", **changes):
 
 
 def grid(s, backend=None, **kw):
-    from scalesearch.grid import run_grid
+    from scalesearch.search.grid import run_grid
 
     backend = backend or FakeBackend()
     return run_grid(s, backend=backend, progress=False, estimate=False, **kw), backend
@@ -117,10 +117,10 @@ def test_raising_max_trials_re_ranks_the_rungs_and_keeps_stale_rows_out_of_the_r
     """5 candidates, then all 9: rung 0 gains 4, which now outrank the old promotions. The rows
     of candidates no longer promoted stay in trials.csv, but the ranking, the plots and the
     curves take each rung as it stands now (halving.current), the curves one series per rung."""
-    from scalesearch.curves import load_series
-    from scalesearch.halving import current
-    from scalesearch.plots import _points
-    from scalesearch.rundir import RunDir
+    from scalesearch.report.curves import load_series
+    from scalesearch.search.halving import current
+    from scalesearch.report.plots import _points
+    from scalesearch.study.rundir import RunDir
 
     kept = [c.id for c in grid(settings(tmp_path, "dry"), dry_run=True)[0].candidates if c.kept]
     order = kept[::-1]  # the last id scores best: the 4 added candidates beat the first 5

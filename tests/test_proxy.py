@@ -11,13 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from scalesearch import get_base, load_spec
-from scalesearch.backends.fake import FakeBackend
-from scalesearch.bases import base_names
-from scalesearch.cli import app
-from scalesearch.grid import run_grid
-from scalesearch.proxy import halvings, keep_maps, last_map, remove_halvings
+from scalesearch.study.backends.fake import FakeBackend
+from scalesearch.net.bases import base_names
+from scalesearch.cli.main import app
+from scalesearch.search.grid import run_grid
+from scalesearch.net.proxy import halvings, keep_maps, last_map, remove_halvings
 from scalesearch.settings import build_settings
-from scalesearch.study import Summary, TrialRow, binomial_error, compare, ties
+from scalesearch.search.ranking import Summary, binomial_error, compare, ties
+from scalesearch.study.rows import TrialRow
 
 from conftest import ROOT
 
@@ -144,7 +145,7 @@ def test_a_tie_is_said_in_best_json_and_on_screen(tmp_path):
 # -- does the proxy rank like a bigger budget? ------------------------------------------------------
 
 def test_kendall_and_spearman_on_known_rankings():
-    from scalesearch.agreement import kendall_tau, spearman_rho
+    from scalesearch.search.agreement import kendall_tau, spearman_rho
 
     assert kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0 and kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)      # one swapped pair of six

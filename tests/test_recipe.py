@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from scalesearch.cli import app
+from scalesearch.cli.main import app
 from scalesearch.settings import (SettingsError, build_settings, load_recipe, load_settings, parse_assignments,
                                   recipe_fields)
 
@@ -134,7 +134,7 @@ def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_
     --set train.precision=fp32 resumes it."""
     from scalesearch.reproduce import make_settings
     from scalesearch.settings import saved
-    from scalesearch.study import RunDir
+    from scalesearch.study.rundir import RunDir
 
     assert build_settings({"base": "resnet18"}).train.precision == "auto"
     assert build_settings({"base": "resnet18"}, {"precision": "bf16"}).train.precision == "bf16"

@@ -10,10 +10,10 @@ from torch import nn
 
 import scalesearch
 from scalesearch import SpecError, count_cost, get_base, load_spec
-from scalesearch.blocks import block_names, block_types, register_block, unregister_block
-from scalesearch.cost import count_cost_plain
-from scalesearch.models import build
-from scalesearch.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
+from scalesearch.net.blocks import block_names, block_types, register_block, unregister_block
+from scalesearch.measure.cost import count_cost_plain
+from scalesearch.measure.models import build
+from scalesearch.net.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
 
 from conftest import ROOT
 
@@ -109,7 +109,7 @@ def test_replacing_a_block_recounts_it(plain_conv):
 
 
 def test_registry_and_validation_need_no_torch():
-    code = ("import sys; from scalesearch.blocks import block_types; from scalesearch import get_base, scale; "
+    code = ("import sys; from scalesearch.net.blocks import block_types; from scalesearch import get_base, scale; "
             "scale(get_base('efficientnet-b0'), 2, 2, 2).stage_table(); block_types(); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -117,7 +117,7 @@ def test_registry_and_validation_need_no_torch():
 
 def test_spec_round_trips_through_json_with_a_user_block(plain_conv):
     spec = scalesearch.scale(tiny(plain_conv), 1.5, 1.25)
-    assert scalesearch.spec.from_dict(json.loads(spec.to_json())) == spec
+    assert scalesearch.net.spec.from_dict(json.loads(spec.to_json())) == spec
 
 
 def test_block_with_the_wrong_output_shape_is_named(plain_conv):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, snapshot as digest
 from conftest import cli as command
-from scalesearch.backends.fake import FakeBackend
+from scalesearch.study.backends.fake import FakeBackend
 from scalesearch.errors import UserError
 from scalesearch.reproduce import (MATCH_TOLERANCE, ExperimentError, load_experiment, make_settings,
                                    parse_experiment, reproduce)
@@ -339,8 +339,8 @@ def test_dry_runs_count_every_paper_row_beside_the_papers_flops(dry_runs):
 # -- curves ------------------------------------------------------------------------------------
 
 def test_curves_puts_grid_runs_and_a_reproduction_on_one_plot(tmp_path):
-    from scalesearch.curves import load_series
-    from scalesearch.grid import run_grid
+    from scalesearch.report.curves import load_series
+    from scalesearch.search.grid import run_grid
     from scalesearch.settings import build_settings
 
     for name, beta_max, data in (("gridA", 1.3, "synthetic"), ("gridB", 1.5, "synthetic"),
@@ -374,8 +374,8 @@ def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
     report and the figure.  (Figure 8's and Table 3's own rows: the dry runs above.)"""
     import yaml
 
-    from scalesearch.bases import get_base
-    from scalesearch.cost import count_cost
+    from scalesearch.net.bases import get_base
+    from scalesearch.measure.cost import count_cost
 
     data, _ = colours
     cache = tmp_path / "cache"  # not the tiny search's: tests/test_faults.py damages what that one holds
@@ -405,8 +405,8 @@ def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
 def test_a_panel_with_nothing_trained_is_drawn_without_a_warning(tmp_path):
     import warnings
 
-    from scalesearch.curves import Point, Series
-    from scalesearch.plots import draw_curves
+    from scalesearch.report.curves import Point, Series
+    from scalesearch.report.plots import draw_curves
 
     panels = {"untrained": [Series("width", [Point(1e6, None), Point(2e6, None)])],
               "at chance": [Series("depth", [Point(1e6, 10.0, diverged=True)])]}
@@ -447,8 +447,8 @@ def test_an_interrupted_reproduction_says_which_rows_are_not_trained_yet(tmp_pat
 
 
 def test_a_diverged_baseline_shared_by_every_curve_counts_once():
-    from scalesearch.curves import Point, Series
-    from scalesearch.plots import hollow_points
+    from scalesearch.report.curves import Point, Series
+    from scalesearch.report.plots import hollow_points
 
     baseline = Point(1e6, 10.0, diverged=True)
     series = [Series(name, [baseline, Point(2e6, 40.0)]) for name in ("width", "depth", "resolution", "compound")]

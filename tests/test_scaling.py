@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from scalesearch import Rounding, compound, get_base, nominal_ratio, round_channels, round_depth, round_resolution, scale
-from scalesearch.scaling import DEFAULT_ROUNDING, ScaleError, round_depths
+from scalesearch.net.scaling import DEFAULT_ROUNDING, ScaleError, round_depths
 
 NO_GUARD = Rounding(min_fraction=None)
 

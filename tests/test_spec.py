@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from scalesearch import SpecError, count_cost, get_base, load_spec, save_spec, scale
-from scalesearch.bases import UnknownBaseError
-from scalesearch.spec import from_dict
+from scalesearch.net.bases import UnknownBaseError
+from scalesearch.net.spec import from_dict
 
 from conftest import ROOT
 
@@ -17,8 +17,8 @@ VGG = ROOT / "examples" / "vgg11.yaml"
 
 def test_spec_module_needs_no_torch():
     import subprocess
-    code = ("import sys; import scalesearch.spec, scalesearch.scaling, scalesearch.blocks, scalesearch.bases; "
-            "from scalesearch.scaling import scale; "
+    code = ("import sys; import scalesearch.net.spec, scalesearch.net.scaling, scalesearch.net.blocks, scalesearch.net.bases; "
+            "from scalesearch.net.scaling import scale; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -174,8 +174,8 @@ def test_utf8_with_byte_order_mark_is_read(tmp_path):
 
 
 def test_stage_walk_is_shared_by_the_table_and_the_builder():
-    from scalesearch.models import iter_parts
-    from scalesearch.spec import layer_inputs
+    from scalesearch.measure.models import iter_parts
+    from scalesearch.net.spec import layer_inputs
 
     spec = scale(get_base("resnet50"), r=0.9)  # 202 px: odd sizes, so ceil(size / stride) matters
     sites = list(layer_inputs(spec))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scalesearch.data import DatasetError, open_dataset, open_store, store, verify_store
+from scalesearch.data import DatasetError, decode, open_dataset, open_store, store, verify_store
 from scalesearch.data.store import StoreProblem
 
 
@@ -39,7 +39,7 @@ def test_a_wide_image_is_center_cropped_not_squashed(tmp_path):
     pixels[:, 100:200] = (255, 0, 0)
     pixels[:, 200:300] = (0, 0, 255)
     Image.fromarray(pixels).save(tmp_path / "wide.png")
-    square, small = store.square_image(tmp_path / "wide.png", 20)
+    square, small = decode.square_image(tmp_path / "wide.png", 20)
     assert square.shape == (20, 20, 3) and not small
     assert (square[:, :9] == (255, 0, 0)).all() and (square[:, 11:] == (0, 0, 255)).all()
     assert square[..., 1].max() == 0  # no green anywhere
@@ -54,7 +54,7 @@ def test_every_image_mode_becomes_8_bit_rgb(tmp_path, mode):
              "LA": lambda: Image.new("LA", (10, 10), (200, 255))}.get(mode, lambda: grey)()
     path = tmp_path / f"x.{'jpg' if mode == 'CMYK' else 'png'}"
     image.save(path)
-    square, _ = store.square_image(path, 10)
+    square, _ = decode.square_image(path, 10)
     assert square.dtype == np.uint8 and square.shape == (10, 10, 3)
     assert abs(int(square.mean()) - 200) <= 2, (mode, square.mean())
 
@@ -73,14 +73,14 @@ def test_a_stopped_build_resumes_where_it_was(tmp_path, monkeypatch):
     root = tree(tmp_path / "t", n=6)
     monkeypatch.setattr(store, "CHUNK", 3)
     monkeypatch.setattr(store, "SAVE_EVERY", 0.0)
-    real, calls = store.decode_chunk, []
+    real, calls = decode.decode_chunk, []
 
     def stopped_after_two(paths, resolution):
         calls.append(len(paths))
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(paths, resolution)
-    monkeypatch.setattr(store, "decode_chunk", stopped_after_two)
+    monkeypatch.setattr(decode, "decode_chunk", stopped_after_two)
     with pytest.raises(KeyboardInterrupt):
         open_dataset(root, cache_dir=tmp_path / "c")
     path = only_store(tmp_path / "c")
@@ -88,7 +88,7 @@ def test_a_stopped_build_resumes_where_it_was(tmp_path, monkeypatch):
     with pytest.raises(StoreProblem, match="did not finish"):
         open_store(path)
     calls.clear()
-    monkeypatch.setattr(store, "decode_chunk", lambda p, r: (calls.append(len(p)), real(p, r))[1])
+    monkeypatch.setattr(decode, "decode_chunk", lambda p, r: (calls.append(len(p)), real(p, r))[1])
     ds = open_dataset(root, cache_dir=tmp_path / "c")
     assert calls == [3, 3, 2]                               # 14 files in chunks 0-4: chunks 2-4 were left
     assert verify_store(path) == [] and ds.n_train == 12
@@ -98,12 +98,12 @@ def test_a_stopped_build_resumes_where_it_was(tmp_path, monkeypatch):
 
 def test_a_folder_that_changes_during_the_build_leaves_no_store(tmp_path, monkeypatch):
     root = tree(tmp_path / "t")
-    real = store.decode_chunk
+    real = decode.decode_chunk
 
     def edit_then_decode(paths, resolution):
         Image.new("RGB", (20, 12), "red").save(root / "train" / "a" / "0.png")   # rewritten meanwhile
         return real(paths, resolution)
-    monkeypatch.setattr(store, "decode_chunk", edit_then_decode)
+    monkeypatch.setattr(decode, "decode_chunk", edit_then_decode)
     with pytest.raises(DatasetError, match="changed while its image store was built"):
         open_dataset(root, cache_dir=tmp_path / "c")
     assert not list((tmp_path / "c" / "stores").glob("*px"))
@@ -188,3 +188,14 @@ def test_data_commands_build_describe_and_verify(tmp_path):
     damaged = cli("data", "verify", str(root), "--cache-dir", str(cache))
     assert damaged.exit_code == 1 and "DAMAGED" in damaged.stdout and "chunk 0 of images.npy" in damaged.stdout
     assert "nowhere" in refused(cli("data", "info", str(tmp_path / "nowhere")), "a missing folder")
+
+
+def test_a_build_in_worker_processes_writes_the_same_store(tmp_path, monkeypatch):
+    root = tree(tmp_path / "t", n=5)
+    here = open_dataset(root, cache_dir=tmp_path / "here")
+    monkeypatch.setattr(store, "POOL_FROM", 1)
+    monkeypatch.setattr(store, "CHUNK", 3)
+    pooled = open_dataset(root, cache_dir=tmp_path / "pooled")
+    a, b = (np.load(only_store(tmp_path / c) / "images.npy") for c in ("here", "pooled"))
+    assert np.array_equal(a, b) and len(json.loads((only_store(tmp_path / "pooled") / "header.json").read_text())["checksums"]) == 4
+    assert torch.equal(next(here.val_batches(8, 2))[0], next(pooled.val_batches(8, 2))[0])

@@ -9,10 +9,12 @@ import os
 import pandas as pd
 import pytest
 
-from scalesearch.backends.fake import FakeBackend
+from scalesearch.study.backends.fake import FakeBackend
 from scalesearch.errors import UserError
 from scalesearch.settings import SearchSettings, SettingsError, build_settings, default_of, load_settings
-from scalesearch.study import RunDir, TrialRow, compare, pooled_spread, summarize
+from scalesearch.search.ranking import compare, pooled_spread, summarize
+from scalesearch.study.rows import TrialRow
+from scalesearch.study.rundir import RunDir
 
 # resnet20-cifar at 32 px on a few synthetic images: the grid has a handful of kept candidates.
 FLAGS = dict(base="resnet20-cifar", train_subset=64, val_subset=32, alpha_max=1.6, beta_max=1.3, step=0.05,
@@ -24,7 +26,7 @@ def settings(tmp_path, name="run", **changes):
 
 
 def grid(s, backend=None, **kw):
-    from scalesearch.grid import run_grid
+    from scalesearch.search.grid import run_grid
 
     backend = backend or FakeBackend()
     return run_grid(s, backend=backend, progress=False, estimate=False, **kw), backend
@@ -173,7 +175,7 @@ def test_chosen_candidates_and_orders(tmp_path):
 
 
 def test_a_family_member_too_large_to_build_ends_the_family_not_the_search(tmp_path, monkeypatch):
-    import scalesearch.cost as cost
+    import scalesearch.measure.cost as cost
 
     # A limit that phi = 0 and 1 fit under and every 4x member (phi = 2) does not.
     monkeypatch.setattr(cost, "MEMORY_LIMIT_GIB", 0.0008)
@@ -188,7 +190,7 @@ def test_a_family_member_too_large_to_build_ends_the_family_not_the_search(tmp_p
 
 def test_spread_order_takes_the_grids_corners_first():
     from types import SimpleNamespace
-    from scalesearch.grid import spread_order
+    from scalesearch.search.grid import spread_order
     # A depth-, a width- and a resolution-heavy point around a cluster of compound ones.
     shapes = [(1.2, 1.1, 1.15), (1.25, 1.1, 1.1), (2.0, 1.0, 1.0), (1.2, 1.15, 1.1),
               (1.0, 1.4, 1.0), (1.0, 1.0, 1.4), (1.15, 1.1, 1.15)]
@@ -256,8 +258,8 @@ def test_export_takes_other_image_channels_and_a_search_refuses_them(tmp_path):
     import torch
 
     from scalesearch.api import export_member, load_model
-    from scalesearch.cost import count_cost, count_cost_plain
-    from scalesearch.spec import load_spec, save_spec
+    from scalesearch.measure.cost import count_cost, count_cost_plain
+    from scalesearch.net.spec import load_spec, save_spec
 
     result, _ = grid(settings(tmp_path, max_trials=2))
     export_member(result.out, 1, tmp_path / "gray", in_channels=1, num_classes=5)
@@ -279,10 +281,10 @@ def test_export_takes_other_image_channels_and_a_search_refuses_them(tmp_path):
 
 
 def test_grid_and_reproduce_share_one_run_setup(tmp_path):
-    """Both commands go through study.py's setup: one Planned event each (the estimate's
+    """Both commands go through study/setup.py: one Planned event each (the estimate's
     announcement), and one same-run rule whose message names the first setting that differs."""
     from scalesearch.reproduce import make_settings, reproduce
-    from scalesearch.study import Planned
+    from scalesearch.study.setup import Planned
 
     events: list = []
     grid(settings(tmp_path, seeds=2), dry_run=True, on_event=events.append)

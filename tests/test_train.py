@@ -9,13 +9,14 @@ import math
 import pytest
 import torch
 
-from scalesearch.bases import get_base
+from scalesearch.net.bases import get_base
 from scalesearch.data import open_dataset, stored_dataset
-from scalesearch.models import build
-from scalesearch.scaling import scale
-from scalesearch.train import (TrainConfig, TrainConfigError, TrainResult, _limit, chance_threshold, divergence,
-                               evaluate, LayerwiseSGD, make_optimizer, planned_steps, recalibrate_bn,
-                               train_candidate)
+from scalesearch.measure.models import build
+from scalesearch.net.scaling import scale
+from scalesearch.train.health import chance_threshold, divergence
+from scalesearch.train.loop import _limit, evaluate, recalibrate_bn, train_candidate
+from scalesearch.train.optim import LayerwiseSGD, make_optimizer
+from scalesearch.train.recipe import TrainConfig, TrainConfigError, TrainResult, planned_steps
 
 RESOLUTION = 32
 
@@ -217,7 +218,7 @@ def bn_chain() -> torch.nn.Module:
 
 
 def test_recalibrated_statistics_are_the_batch_statistics_of_the_images_used(dataset):
-    from scalesearch.train import StepForm
+    from scalesearch.train.step_form import StepForm
 
     net = bn_chain()
     state = torch.get_rng_state()
@@ -352,10 +353,10 @@ def test_the_auto_step_form_follows_the_measured_rule(base, bf16_cpu, expected, 
     """docs/performance.md's table: depthwise networks are fastest fp32 channels-last, dense ones
     bf16 channels-last where the CPU has native bf16; CUDA always bf16 channels-last; a given
     precision or layout is taken as it is."""
-    import scalesearch.train as train_module
-    from scalesearch.bases import get_base
-    from scalesearch.models import build
-    from scalesearch.train import StepForm, step_form
+    import scalesearch.train.step_form as train_module
+    from scalesearch.net.bases import get_base
+    from scalesearch.measure.models import build
+    from scalesearch.train.step_form import StepForm, step_form
 
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: bf16_cpu)
     model = build(get_base(base), device="meta")
@@ -440,10 +441,10 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
     network (on the trial's device and threads), linear in FLOPs between them (a dry run: the
     cheapest alone, in proportion to FLOPs), times the training images plus, per evaluation,
     the held-out and recalibration images at a third."""
-    import scalesearch.train as train_module
+    import scalesearch.train.loop as train_module
     from scalesearch.settings import DataSettings
-    from scalesearch.study import TrialContext, TrialSpec
-    from scalesearch.trial import estimate_seconds
+    from scalesearch.study.rows import TrialContext, TrialSpec
+    from scalesearch.study.trial import estimate_seconds
 
     measured = []
 
@@ -478,7 +479,7 @@ def test_the_estimate_adds_up_trained_and_evaluated_images(monkeypatch):
 
 
 def test_seconds_per_image_times_the_trainers_step_and_leaves_the_random_state(dataset):
-    from scalesearch.train import seconds_per_image
+    from scalesearch.train.loop import seconds_per_image
 
     model = tiny_model(dataset.num_classes)
     state = torch.get_rng_state()

@@ -26,13 +26,13 @@ import sys
 import time
 from typing import Callable
 
-import scalesearch.cost as cost
+import scalesearch.measure.cost as cost
 from scalesearch import get_base, scale
-from scalesearch.cost import (ZERO, MemoryLimitError, clear_cache, count_cost, count_cost_plain, traced_footprint,
+from scalesearch.measure.cost import (ZERO, MemoryLimitError, clear_cache, count_cost, count_cost_plain, traced_footprint,
                               traced_part_cost)
-from scalesearch.gridspace import GridSpec, candidates
-from scalesearch.models import iter_parts
-from scalesearch.spec import NetworkSpec
+from scalesearch.search.space import GridSpec, candidates
+from scalesearch.measure.models import iter_parts
+from scalesearch.net.spec import NetworkSpec
 
 DEFAULT_BASES = ("efficientnet-b0", "resnet50")
 
@@ -155,7 +155,7 @@ def fitting(name: str, grid: GridSpec) -> None:
     start = time.perf_counter()
     fast = candidates(base, grid)
     t_fast = time.perf_counter() - start
-    # candidates() imports count_cost from scalesearch.cost when it runs: swap it there.
+    # candidates() imports count_cost from scalesearch.measure.cost when it runs: swap it there.
     cost.count_cost, original = plain_counter, cost.count_cost
     try:
         start = time.perf_counter()

@@ -62,7 +62,9 @@ from torch import nn
 
 from scalesearch import get_base
 from scalesearch.data import Dataset, open_dataset
-from scalesearch.train import StepForm, TrainConfig, build_model, step_form, train_candidate
+from scalesearch.train.loop import build_model, train_candidate
+from scalesearch.train.recipe import TrainConfig
+from scalesearch.train.step_form import StepForm, step_form
 from step_forms import FORMS, Step  # this folder's CPU benchmark: the same step, on any device
 DEFAULTS = dict(base=["efficientnet-b0"], resolution=[64, 224], batch=128, steps=10, rounds=3, train_steps=50,
                 pack=[1, 2, 4], pack_base="resnet20-cifar", pack_resolution=32, pack_batch=64, pack_steps=200)

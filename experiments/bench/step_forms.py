@@ -34,10 +34,13 @@ import torch
 from torch import nn
 
 from scalesearch import get_base
-from scalesearch.cost import count_cost
-from scalesearch.forms import choose, machine
-from scalesearch.train import (StepForm, TrainConfig, _synchronize, _train_step, build_model, cpu_has_bf16,
-                               make_optimizer)
+from scalesearch.measure.cost import count_cost
+from scalesearch.train.forms import choose
+from scalesearch.train.machine import machine
+from scalesearch.train.loop import _synchronize, _train_step, build_model
+from scalesearch.train.optim import make_optimizer
+from scalesearch.train.recipe import TrainConfig
+from scalesearch.train.step_form import StepForm, cpu_has_bf16
 
 DEFAULT_BASES = ("resnet20-cifar", "resnet50", "mobilenetv2", "efficientnet-b0")
 FORMS = (StepForm("fp32", "contiguous"), StepForm("fp32", "channels_last"),

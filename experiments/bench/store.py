@@ -171,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from scalesearch.data.folders import _all_files, build_tree_store
-    from scalesearch.forms import machine_label
+    from scalesearch.train.machine import machine_label
 
     files = _all_files(args.folder)
     size = sum(os.path.getsize(f) for f in files)

@@ -40,8 +40,11 @@ from torch import nn
 
 from scalesearch import get_base
 from scalesearch.data import open_dataset
-from scalesearch.forms import choose, machine
-from scalesearch.train import StepForm, TrainConfig, build_model, train_candidate
+from scalesearch.train.forms import choose
+from scalesearch.train.machine import machine
+from scalesearch.train.loop import build_model, train_candidate
+from scalesearch.train.recipe import TrainConfig
+from scalesearch.train.step_form import StepForm
 
 DEFAULT_BASES = ("resnet20-cifar", "mobilenetv2", "efficientnet-b0", "resnet50")
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"

@@ -28,7 +28,7 @@ EXE = ROOT / ".venv" / "bin" / "scalesearch"
 
 
 def forms() -> list[tuple[str, str]]:
-    from scalesearch.train import cpu_has_bf16
+    from scalesearch.train.step_form import cpu_has_bf16
 
     out = [("fp32", "contiguous"), ("fp32", "channels_last")]
     return out + ([("bf16", "contiguous"), ("bf16", "channels_last")] if cpu_has_bf16() else [])
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates.setdefault((base, name), []).append(rate)
                 taken[(base, name)] = took
                 print(f"round {k}: {base} {name}: {rate:.0f} images/s ({took})", flush=True)
-    from scalesearch.forms import machine
+    from scalesearch.train.machine import machine
 
     lines = [f"{machine('cpu', 2).label}; {args.rounds} rounds; images/s from trials.csv "
              f"(best round, median), {args.resolution} px", "",

@@ -23,7 +23,8 @@ from .dataset import (Batch, Dataset, DatasetError, balanced_subset, channel_sta
                       shifted_and_flipped, store_dataset, stored_dataset, to_input)
 from .folders import (DEFAULT_STORE_RESOLUTION, HELD_OUT_SPLITS, IMAGE_SUFFIXES, TREE_LAYOUT, default_cache_dir,
                       list_image_tree, read_image_tree)
-from .store import (STORE_FORMAT, ImageStore, StoreProblem, open_store, square_image, store_resolution_for,
+from .decode import square_image
+from .store import (STORE_FORMAT, ImageStore, StoreProblem, open_store, store_resolution_for,
                     verify_store)
 from .synthetic import (SHAPES, SYNTHETIC, SYNTHETIC_CLASSES, SYNTHETIC_LEVELS, TEXTURES, Scenes,
                         SyntheticLevel, render_scenes, sample_scenes, synthetic_dataset, synthetic_level)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset, DatasetError, balanced_subset, store_dataset
-from .store import (STORE_FORMAT, ImageStore, Plan, StoreProblem, build_store, image_short_sides, open_store,
+from .decode import image_short_sides
+from .store import (STORE_FORMAT, ImageStore, Plan, StoreProblem, build_store, open_store,
                     store_resolution_for)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -279,7 +280,7 @@ def _all_files(root: Path) -> tuple[str, ...]:
 def estimate_build_seconds(source: str | Path, resolution: int, sample: int = 32) -> tuple[int, float]:
     """(images, seconds) to build the folder's store: ``sample`` images decoded here, the rest
     in proportion, shared among the worker processes a build uses."""
-    from .store import square_image
+    from .decode import square_image
 
     files = _all_files(Path(source).expanduser())
     picked = files[::max(1, len(files) // sample)][:sample]

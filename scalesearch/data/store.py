@@ -17,10 +17,9 @@ opens it in constant time and every process that maps it shares the same pages o
 cache; any tool with numpy can read it.  No index or record format is needed because every row
 has one size.
 
-A build streams: worker processes decode chunks of files, and the writer puts each chunk at its
-offset as it comes (memory stays a few chunks, whatever N).  ``build.json`` records the chunks
-written, so a build that was stopped resumes where it was.  A lock file makes a second process
-that wants the same store wait for the first instead of building it twice.
+A build streams: worker processes decode chunks (``decode.py``), the writer puts each at its
+offset as it comes (memory stays a few chunks, whatever N), ``build.json`` lets a stopped build
+resume, and a lock file makes a second builder wait.
 """
 
 from __future__ import annotations
@@ -41,12 +40,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import decode
+from .decode import Decoded
 from .dataset import DatasetError
 
 STORE_FORMAT = 1            # bump when the layout of a store changes
 CHUNK = 256                 # rows a worker decodes and the writer checks as one piece
 CROP_RATIO = 256 / 224      # S is the largest trained resolution times this (the 256/224 convention)
-SIZE_SAMPLE = 64            # images whose size caps S (a store never upsamples a folder of small images)
 HEADER, IMAGES, LABELS, PROGRESS = "header.json", "images.npy", "labels.npy", "build.json"
 SHOWN_NAMES = 3             # the first names of skipped files a message shows
 POOL_FROM = 2048            # images from which a build decodes in worker processes
@@ -135,8 +135,6 @@ class ImageStore:
         with contextlib.suppress(OSError, ValueError):
             whole.madvise(mmap.MADV_WILLNEED, start, end - start)
 
-
-# -- opening -------------------------------------------------------------------------------
 
 def open_store(path: Path, listing: str | None = None) -> ImageStore:
     """The store at ``path``, checked cheaply: its header whole and of ``listing``, every file of
@@ -430,9 +428,6 @@ def _shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-# -- decoding ------------------------------------------------------------------------------
-
-Decoded = tuple[np.ndarray, list[tuple[int, str]], int]
 
 
 def _decoded(chunks: Sequence[Sequence[str]], start: int, resolution: int,
@@ -443,81 +438,12 @@ def _decoded(chunks: Sequence[Sequence[str]], start: int, resolution: int,
     workers = min(workers or os.cpu_count() or 1, 8, max(1, len(todo)))
     if workers == 1 or sum(len(chunks[k]) for k in todo) < POOL_FROM:
         for k in todo:
-            yield k, decode_chunk(chunks[k], resolution)
+            yield k, decode.decode_chunk(chunks[k], resolution)
         return
     with ProcessPoolExecutor(workers) as pool:
         pending: dict[int, Future] = {}
         for k in todo:
-            pending[k] = pool.submit(decode_chunk, chunks[k], resolution)
+            pending[k] = pool.submit(decode.decode_chunk, chunks[k], resolution)
             while len(pending) >= 2 * workers or (k == todo[-1] and pending):
                 first = min(pending)
                 yield first, pending.pop(first).result()
-
-
-def decode_chunk(paths: Sequence[str], resolution: int) -> Decoded:
-    """Paths as uint8 (n, S, S, 3) squares, with (index, reason) of each file that could not be
-    decoded (its square left black) and the number of images smaller than S (upsampled)."""
-    out = np.zeros((len(paths), resolution, resolution, 3), dtype=np.uint8)
-    bad: list[tuple[int, str]] = []
-    upsampled = 0
-    for i, path in enumerate(paths):
-        try:
-            square, small = square_image(path, resolution)
-        except Exception as exc:  # noqa: BLE001 - any undecodable file is skipped and named
-            bad.append((i, f"{type(exc).__name__}: {str(exc)[:120]}"))
-            continue
-        out[i] = square
-        upsampled += small
-    return out, bad, upsampled
-
-
-def square_image(path: str | Path, resolution: int) -> tuple[np.ndarray, bool]:
-    """One image resized by its short side to S and center-cropped to S x S, uint8 (S, S, 3) RGB,
-    and whether it was smaller than S.  Grayscale, palette, CMYK, alpha and 16-bit images are
-    converted to 8-bit RGB (alpha over mid-grey); JPEGs are decoded at the smallest scale that
-    keeps the short side at least S (PIL's draft mode)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        w, h = image.size
-        short = min(w, h)
-        if image.format == "JPEG" and short > resolution:
-            image.draft("RGB", (math.ceil(w * resolution / short), math.ceil(h * resolution / short)))
-        rgb = to_rgb(image)
-    w, h = rgb.size
-    side = min(w, h)
-    if (w, h) != (side, side):   # the center square alone: nothing outside it bleeds in through the filter
-        left, top = (w - side) // 2, (h - side) // 2
-        rgb = rgb.crop((left, top, left + side, top + side))
-    if side != resolution:
-        rgb = rgb.resize((resolution, resolution), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8), short < resolution
-
-
-def to_rgb(image) -> "Image.Image":  # noqa: ANN001
-    """8-bit RGB of any PIL image: 16- and 32-bit integer images scaled to 8 bits, alpha composited
-    over mid-grey, everything else through PIL's own conversion."""
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.int64)
-        top = 65535 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else max(1, int(values.max()))
-        image = Image.fromarray((np.clip(values, 0, top) * 255 // top).astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        grey = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        return Image.alpha_composite(grey, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def image_short_sides(paths: Sequence[str], sample: int = SIZE_SAMPLE) -> list[int]:
-    """Short sides of up to ``sample`` images evenly spread over ``paths`` (headers only)."""
-    from PIL import Image
-
-    sides = []
-    for path in paths[::max(1, len(paths) // sample)][:sample]:
-        with contextlib.suppress(Exception), Image.open(path) as image:
-            sides.append(min(image.size))
-    return sides

@@ -21,7 +21,7 @@ per phi, the paper's FLOPs and top-1 for each row, named budgets and the trainin
 
 It returns a ``ReproduceResult`` and reports progress as events; it prints nothing.  The
 package's modules: ``experiment`` (the file and the settings), ``plan`` (step 1), ``run``
-(step 2, on the one run setup of ``study.py``), ``report`` (step 3).
+(step 2, on the one run setup of ``study/setup.py``), ``report`` (step 3).
 """
 
 from .experiment import (BUDGET_FIELDS, CONFIGS, EXPERIMENTS, MATCHES, METHODS, SINGLES, Experiment,

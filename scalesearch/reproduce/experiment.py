@@ -121,8 +121,8 @@ def _unknown(keys: Any, allowed: Sequence[str], where: str) -> None:
 
 
 def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
-    from ..bases import get_base
-    from ..train import TrainConfig
+    from ..net.bases import get_base
+    from ..train.recipe import TrainConfig
 
     top = _mapping(data, source)
     _unknown(top, ("name", "title", "seed", "budgets", "train", "search", "bases"), source)
@@ -242,7 +242,7 @@ class ReproduceSettings:
     resolution: int
     seeds: int
     data: DataSettings
-    train: Any                        # train.TrainConfig
+    train: Any                        # train.recipe.TrainConfig
     backend: BackendSettings
     out: str
     coefficients: tuple[str, ...] = ()   # finished grid runs to take compound coefficients from
@@ -284,7 +284,7 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     """Settings of a reproduction: the experiment's budget preset, then the given options on top
     (``recipe``, and ``optimizer``/``residual_init``, replace the experiment's ``train``
     fields; ``backend_settings`` adds BackendSettings fields by name)."""
-    from ..train import TrainConfig
+    from ..train.recipe import TrainConfig
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     if budget not in exp.budgets:

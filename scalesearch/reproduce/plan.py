@@ -57,11 +57,11 @@ class Coefficients:
 
 def proxy_base(name: str, resolution: int, num_classes: int, keep_maps: bool = False):  # noqa: ANN201 - NetworkSpec
     """The base at the proxy resolution (with its early strides adapted under ``keep_maps``)."""
-    from ..bases import get_base
+    from ..net.bases import get_base
 
     base = get_base(name).replace(num_classes=num_classes)
     if keep_maps:
-        from ..proxy import keep_maps as adapt
+        from ..net.proxy import keep_maps as adapt
 
         return adapt(base, resolution)[0]
     return base.replace(resolution=resolution)
@@ -71,9 +71,9 @@ def plan(settings: ReproduceSettings, num_classes: int,
          coefficients: Mapping[str, Coefficients] | None = None) -> list[Model]:
     """Build and count every row.  Compound rows whose base's coefficients are not known yet
     (a search still to run) are listed with the FLOPs they will be fitted to and no spec."""
-    from ..bases import get_base
-    from ..cost import count_cost
-    from ..scaling import scale
+    from ..net.bases import get_base
+    from ..measure.cost import count_cost
+    from ..net.scaling import scale
 
     exp = settings.experiment
     known = dict(coefficients or {})
@@ -141,8 +141,8 @@ def plan(settings: ReproduceSettings, num_classes: int,
 
 def _fitted(proxy: Any, coeff: Coefficients, phi: float, target: float) -> tuple[float, float, float, Any]:
     """d = alpha^phi, w = beta^phi, and the resolution whose measured FLOPs are closest to ``target``."""
-    from ..gridspace import fit_resolution
-    from ..scaling import compound, scale
+    from ..search.space import fit_resolution
+    from ..net.scaling import compound, scale
 
     d, w, _ = compound(coeff.alpha, coeff.beta, coeff.gamma, phi)
     base_flops = target / max(PHI_TARGET ** phi, 1.0)
@@ -162,7 +162,7 @@ def _match_phi(proxy: Any, coeff: Coefficients, target: float, base_flops: float
     match may sit well below the start).  Returns the first phi within tolerance, nearest
     the start, else the closest found.
     """
-    from ..cost import count_cost
+    from ..measure.cost import count_cost
 
     start = math.log(target / base_flops) / math.log(PHI_TARGET)
     best: tuple[float, float, tuple[float, float, float, Any]] | None = None

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..ranking import Summary, Verdict, compare
-from ..rows import TRIALS, TrialRow
-from ..rundir import CONFIG, RunDir
+from ..search.ranking import Summary, Verdict, compare
+from ..study.rows import COMPLETE, DIVERGED, PRUNED, TRIALS, TrialRow
+from ..study.rundir import CONFIG, RunDir
 from .experiment import BUDGET_FIELDS, SINGLES, ReproduceSettings, carries_paper_figures
 from .plan import MODELS, Model
 
@@ -139,7 +139,7 @@ def result_rows(models: Sequence[Model], rows: Sequence[TrialRow], summaries: Se
             row.update(top1_mean=100 * mean if mean is not None else None,
                        top1_std=100 * std if std is not None else None, n=len(s.rows),
                        diverged=s.diverged, seeds=" ".join(str(r.seed) for r in s.rows),
-                       state="COMPLETE" if s.ranked else "DIVERGED" if s.diverged else "PRUNED")
+                       state=COMPLETE if s.ranked else DIVERGED if s.diverged else PRUNED)
         v = gained.get(m.id)
         if v is not None:
             row.update(gain_vs_baseline=100 * v.gap, gain_spread=100 * v.spread if v.spread is not None else None,
@@ -210,9 +210,9 @@ def markdown(settings: ReproduceSettings, models: Sequence[Model], summaries: Se
 
 
 def _recipe_changes(recipe: Any) -> list[str]:
-    """The recipe's fields that differ from the defaults (train.TrainConfig), besides the budget's."""
+    """The recipe's fields that differ from the defaults (train.recipe.TrainConfig), besides the budget's."""
     from ..settings import recipe_fields
-    from ..train import TrainConfig
+    from ..train.recipe import TrainConfig
 
     default = TrainConfig()
     return [f"{f.name} {getattr(recipe, f.name)}" for f in recipe_fields()
@@ -237,7 +237,7 @@ def _per_seed(s: Summary | None) -> str:
     if s is None:
         return "-"
     def mark(r: TrialRow) -> str:
-        if r.state == "COMPLETE":
+        if r.state == COMPLETE:
             return ""
         return " (at chance)" if "at chance" in (r.diverged or "") else f" ({r.state.lower()})"
 
@@ -253,9 +253,9 @@ def _f(value: Any, spec: str, unit: str = "") -> str:
 def write_outputs(run: RunDir, settings: ReproduceSettings, models: Sequence[Model], rows: Sequence[TrialRow],
                   summaries: Sequence[Summary], found: Sequence[BaseVerdict], dataset_name: str,
                   n_val: int | None = None) -> list[Path]:
-    from ..plots import draw_curves
-    from ..rundir import write_atomic
-    from ..curves import series_from_results
+    from ..report.plots import draw_curves
+    from ..study.rundir import write_atomic
+    from ..report.curves import series_from_results
 
     out = run.path
     name = settings.experiment.name

@@ -1,4 +1,4 @@
-"""Running a reproduction: the rows x seeds as trials through the one run setup (study.py),
+"""Running a reproduction: the rows x seeds as trials through the one run setup (study/setup.py),
 after any phi = 1 searches for coefficients the experiment leaves to a search."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any, Callable, Sequence
 
 from ..errors import UserError
 from ..settings import flatten
-from ..ranking import Summary, summarize
-from ..rows import COMPLETE, TRIALS, TrialContext, TrialRow, TrialSpec
-from ..rundir import CONFIG, RunDir
-from ..forms import FormsChosen
-from ..study import check_same, data_classes, load_data, locked, open_run, run_trials, step_forms, with_store
+from ..search.ranking import Summary, summarize
+from ..study.rows import COMPLETE, TRIALS, TrialContext, TrialRow, TrialSpec
+from ..study.rundir import CONFIG, RunDir
+from ..train.forms import FormsChosen
+from ..study.setup import check_same, data_classes, load_data, locked, open_run, run_trials, step_forms, with_store
 from .experiment import ReproduceSettings
 from .plan import MODEL_COLUMNS, MODELS, Coefficients, Model, plan
 from .report import BaseVerdict, verdicts, write_outputs
@@ -40,7 +40,7 @@ class ReproduceResult:
 def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: Callable[[Any], None] | None = None,
               progress: bool = True, backend: Any = None, estimate: bool = True) -> ReproduceResult:
     """The whole experiment; see the package docstring.  ``backend`` overrides the settings' one."""
-    from ..backends import get_backend
+    from ..study.backends import get_backend
 
     emit = on_event or (lambda event: None)
     exp = settings.experiment
@@ -134,7 +134,7 @@ def make_trials(models: Sequence[Model], settings: ReproduceSettings) -> list[Tr
 def _search(settings: ReproduceSettings, base: str, run: RunDir, backend: Any, emit: Callable[[Any], None],
             progress: bool, estimate: bool) -> Coefficients:
     """A phi = 1 grid search for ``base`` at the reproduction's proxy and budget, in OUT/grid-BASE."""
-    from ..grid import run_grid
+    from ..search.grid import run_grid
     from ..settings import build_settings
 
     exp = settings.experiment

@@ -73,20 +73,61 @@ def member_spec(run_dir: str | Path, phi: int) -> NetworkSpec:
     rows = read_csv(run / FAMILY)
     if not rows:
         raise UserError(f"'{run}' has no {FAMILY} yet: the search has not finished")
-    try:
-        members = {int(r["phi"]): (float(r["d"]), float(r["w"]), int(r["resolution"])) for r in rows}
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"'{run / FAMILY}' is damaged (a row without a whole phi, d, w and resolution); re-run "
-                        f"the search's command to write it again (finished trials are not trained again)") from None
+    again = "re-run the search's command to write it again (finished trials are not trained again)"
+    members: dict[int, dict] = {}
+    for row in rows:
+        member = _family_member(row)
+        if member is None:
+            raise UserError(f"'{run / FAMILY}' is damaged (a row without a whole phi, a positive d and w and a "
+                            f"whole resolution in pixels: {_shown_row(row)}); {again}") from None
+        if member["phi"] in members:
+            raise UserError(f"'{run / FAMILY}' is damaged (phi {member['phi']} is listed twice); {again}")
+        members[member["phi"]] = member
     if phi not in members:
         raise UserError(f"phi {phi} is not in {run / FAMILY} (it lists phi = 0..{max(members)})")
-    d, w, resolution = members[phi]
+    chosen = members[phi]
+    d, w, resolution = chosen["d"], chosen["w"], chosen["resolution"]
     settings = load_settings(run / CONFIG)
     num_classes = config.get("num_classes")
     base = family_base(settings, int(num_classes) if num_classes else get_base(settings.base).num_classes)
     spec = scale(base, d, w, 1.0, settings.rounding)
-    return spec.replace(resolution=resolution, name=f"{base.name}-phi{phi}",
-                        scale=(d, w, resolution / base.resolution))
+    spec = spec.replace(resolution=resolution, name=f"{base.name}-phi{phi}", scale=(d, w, resolution / base.resolution))
+    if chosen["params"] is not None:
+        from .measure.cost import count_cost
+
+        params = count_cost(spec).params
+        if params != chosen["params"]:
+            raise UserError(f"{run / CONFIG} and {run / FAMILY} disagree: phi {phi} of family.csv has "
+                            f"{chosen['params']:,} params, the base config.json names ({settings.base}) scaled by "
+                            f"d={d:g}, w={w:g} has {params:,}; restore the run's config.json")
+    return spec
+
+
+def _family_member(row: dict) -> dict | None:
+    """phi, d, w, resolution and params of a family.csv row, or None where one is not what a run writes."""
+    import math
+
+    def whole(value: object) -> int | None:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return int(number) if math.isfinite(number) and number == int(number) else None
+
+    try:
+        d, w = float(row["d"]), float(row["w"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    phi, resolution = whole(row.get("phi")), whole(row.get("resolution"))
+    params = whole(row.get("params")) if row.get("params") is not None else None
+    if phi is None or phi < 0 or resolution is None or resolution <= 0 or not (math.isfinite(d) and d > 0
+                                                                                 and math.isfinite(w) and w > 0):
+        return None
+    return dict(phi=phi, d=d, w=w, resolution=resolution, params=params)
+
+
+def _shown_row(row: dict) -> str:
+    return ", ".join(f"{k}={row.get(k)!r}" for k in ("phi", "d", "w", "resolution"))
 
 
 @checked_arguments
@@ -252,7 +293,10 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     out = run.path / f"check-proxy-{factor.value:g}x"
     checked = settings.replace(train=bigger, candidates=tuple(s.candidate for s in ranked), max_trials=None,
                                out=str(out), fidelity="full")  # every candidate at the larger budget
-    result = run_grid(checked, backend=backend, progress=progress, estimate=estimate, on_event=on_event)
+    try:
+        result = run_grid(checked, backend=backend, progress=progress, estimate=estimate, on_event=on_event)
+    except UserError as exc:  # grid's advice names --out, which check-proxy has not: name its folder
+        raise UserError(_as_check_proxy(str(exc), out)) from None
     small = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in ranked}
     large = {s.candidate: [r.top1 for r in s.rows if r.top1 is not None] for s in result.summaries if s.ranked}
     found = agreement(small, large, _budget_name(recipe), _budget_name(bigger), seed=settings.seed)
@@ -265,3 +309,9 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
         points, out / "agreement", found.small, found.large, found.verdict)]
     return record
 
+
+def _as_check_proxy(message: str, folder: Path) -> str:
+    """A refusal of check-proxy's inner grid run in check-proxy's own words: its folder, not --out."""
+    return (message.replace(f"--out '{folder}'", f"check-proxy's folder '{folder}'")
+            .replace("or choose another --out", f"or move '{folder}' away to check again")
+            .replace("choose another --out", f"move '{folder}' away to check again"))

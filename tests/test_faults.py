@@ -850,6 +850,36 @@ def test_export_refuses_a_damaged_family_csv(run_copy, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_export_refuses_a_family_csv_whose_values_no_run_writes(run_copy):
+    """Without the manifest (moved away, or re-signed): a phi listed twice, a fractional
+    resolution, and a config.json whose base no longer builds family.csv's networks are refused
+    by name, never exported as another network."""
+    import json
+
+    from scalesearch.api import member_spec
+
+    (run_copy / ".checksums.json").unlink()
+    family = run_copy / "family.csv"
+    rows = family.read_text().splitlines()
+    original = member_spec(run_copy, 1)
+    family.write_text("\n".join([*rows, rows[2]]) + "\n")            # phi 1 again
+    with pytest.raises(UserError, match=r"family.csv' is damaged \(phi 1 is listed twice\)"):
+        member_spec(run_copy, 1)
+    header = rows[0].split(",")
+    cells = rows[2].split(",")
+    cells[header.index("resolution")] = "64.9"
+    family.write_text("\n".join([rows[0], rows[1], ",".join(cells), *rows[3:]]) + "\n")
+    with pytest.raises(UserError, match=r"whole resolution in pixels: phi=1, .*resolution=64.9"):
+        member_spec(run_copy, 1)
+    family.write_text("\n".join(rows) + "\n")
+    assert member_spec(run_copy, 1) == original
+    config = json.loads((run_copy / "config.json").read_text())
+    config["settings"]["base"] = "mobilenetv2" if config["settings"]["base"] != "mobilenetv2" else "resnet20-cifar"
+    (run_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"config.json and .*family.csv disagree: phi 1 of family.csv has [\d,]+ params"):
+        member_spec(run_copy, 1)
+
+
 def test_plot_refuses_a_garbled_config_json(run_copy):
     (run_copy / "config.json").write_bytes(b"\xff\xfe{garbage")
     assert "config.json' is damaged: it no longer matches" in refused(cli("plot", run_copy), "plot")
@@ -982,3 +1012,69 @@ def test_a_damaged_study_db_names_the_damage_not_sqlites_header(tmp_path):
     message = str(info.value)
     assert "is damaged or not an Optuna study (Main freelist: size is 0 but should be 5)" in message, message
     assert "***" not in message, message
+
+
+# -- random damage to the values of a finished run's files --------------------------------------
+
+_WHOLE = ["-1", "64.9", "abc", "inf", "1e300"]      # counts and ids: no run writes these
+_BAD = {  # column -> values no run writes there (a plausible wrong value, like top-1 0.3, only a checksum tells)
+    "trials.csv": {"top1": ["-0.2", "1.5", "inf", "abc", ""], "loss": ["-1", "abc", "inf", ""],
+                   "flops": [*_WHOLE, "0", ""], "params": [*_WHOLE, "0", ""], "resolution": [*_WHOLE, "0", ""],
+                   "seed": _WHOLE, "candidate": [*_WHOLE, "999"], "budget": [*_WHOLE, "0"], "state": ["abc", ""],
+                   "trial": ["abc", "-1", "c0-s9"], "acts": _WHOLE, "epochs": ["-1", "0", "abc", "inf"],
+                   "flops_ratio": ["-1", "0", "abc", "inf", "1.5"], "gamma": ["-1", "0", "1.7"],
+                   "seconds": ["-1", "abc", "inf", ""]},
+    "family.csv": {"phi": ["-1", "64.9", "abc"], "d": ["-1", "0", "abc", "inf"], "w": ["-1", "0", "abc"],
+                   "resolution": [*_WHOLE, "0"], "params": ["64.9", "-1", "12345"]},
+    "candidates.csv": {"id": ["abc", "999"], "flops": ["-1", "123"], "params": ["777"], "resolution": ["17"],
+                       "flops_ratio": ["9.5"]},
+}
+
+
+def _readers(run: Path) -> dict:
+    from scalesearch.api import member_spec
+    from scalesearch.report.curves import load_series
+    from scalesearch.study.rundir import RunDir
+
+    def resume() -> dict:  # what a resume reads: every row checked, and against candidates.csv
+        folder = RunDir(run)
+        folder.check_references()
+        return folder.trials()
+    return {"resume": resume, "export": lambda: member_spec(run, 1), "curves": lambda: load_series(run)}
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("DAMAGE_SEEDS", 40))))  # more: DAMAGE_SEEDS=300
+def test_random_damage_to_run_files_is_refused_or_changes_nothing(run_copy, seed):
+    """A value no run writes, or a duplicated row, put at random into trials.csv, family.csv or
+    candidates.csv of a finished run without its manifest: every reader (a resume, export,
+    curves) either refuses it in one line or reads exactly what it read before."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    (run_copy / ".checksums.json").unlink()
+    readers = _readers(run_copy)
+    before = {name: read() for name, read in readers.items()}
+    name = rng.choice(sorted(_BAD))
+    with open(run_copy / name, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = list(rows[0])
+    if rng.random() < 0.2:
+        rows.append(dict(rows[rng.randrange(len(rows))]))                     # a row twice
+        what = "a duplicated row"
+    else:
+        column = rng.choice([c for c in _BAD[name] if c in columns])
+        value = rng.choice(_BAD[name][column])
+        rows[rng.randrange(len(rows))][column] = value
+        what = f"{column} = {value!r}"
+    with open(run_copy / name, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    for reader, read in readers.items():
+        try:
+            after = read()
+        except UserError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert after == before[reader], f"{name}: {what} changed what {reader} reads"

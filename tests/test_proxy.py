@@ -218,3 +218,14 @@ def test_check_proxy_refuses_what_it_cannot_answer(tmp_path):
             check_proxy(tmp_path / "run", budget)
     with pytest.raises(UserError, match="--top must be a whole number of at least 2"):
         check_proxy(tmp_path / "run", "4x", top=1)
+    from scalesearch.study.rundir import RunDir
+
+    busy = RunDir(tmp_path / "run" / "check-proxy-4x")   # another check of the same run, running
+    busy.create_and_lock()
+    try:
+        with pytest.raises(UserError) as info:
+            check_proxy(tmp_path / "run", "4x", progress=False, estimate=False, backend=FakeBackend())
+    finally:
+        busy.release()
+    said = str(info.value)
+    assert "--out" not in said and f"check-proxy's folder '{busy.path}' is in use" in said, said

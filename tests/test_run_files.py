@@ -60,6 +60,7 @@ def finished(colours, tiny, tmp_path_factory):
     ("resolution", "0", "has resolution = 0 (it must be a positive resolution)"),
     ("candidate", "999", "names candidate 999, which is not a row of candidates.csv"),
     ("trial", "duplicate", "has two rows"),
+    ("seed", "1", "whose id is c"),
 ])
 def test_a_run_file_whose_values_make_no_sense_is_refused_by_every_reader(finished, tmp_path, column, value, said):
     """Without the manifest (moved away, as a refusal advises, or re-signed by a user's tool) the
@@ -76,6 +77,8 @@ def test_a_run_file_whose_values_make_no_sense_is_refused_by_every_reader(finish
         rows.loc[1] = rows.loc[0]
     else:
         rows.loc[0, column] = value
+        if column == "candidate":   # a row of another candidate, its id written to match
+            rows.loc[0, "trial"] = "c999-" + rows.loc[0, "trial"].split("-", 1)[1]
     rows.to_csv(out / "trials.csv", index=False)
     before = snapshot(out)
     for args in (("grid", *flags, "--out", out), ("plot", out)):

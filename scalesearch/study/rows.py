@@ -134,15 +134,16 @@ class TrialRow:
                 raw = None
             values[f.name] = raw
         try:
-            values["candidate"] = int(values["candidate"])
+            values["candidate"] = _whole(values["candidate"])
             if values["seed"] is None:  # written before seeds existed: the run's one seed
                 values["seed"] = 0
-            values["seed"] = int(values["seed"])
-            values["rung"] = int(values["rung"] or 0)  # no rung column: written before halving existed
-            values["trial"] = values["trial"] or trial_id(values["candidate"], values["seed"], values["rung"])
+            values["seed"] = _whole(values["seed"])
+            values["rung"] = _whole(values["rung"] or 0)  # no rung column: written before halving existed
+            expected = trial_id(values["candidate"], values["seed"], values["rung"])
+            given, values["trial"] = values["trial"], expected
             for name in ("resolution", "params", "flops", "acts", "budget"):
                 if values[name] is not None:
-                    values[name] = int(values[name])
+                    values[name] = _whole(values[name])
             for name in ("alpha", "beta", "gamma", "d", "w", "r", "flops_ratio", "top1", "loss", "train_loss",
                          "seconds", "images_per_second", "epochs", "clipped"):
                 if values[name] is not None:
@@ -150,6 +151,10 @@ class TrialRow:
         except (TypeError, ValueError):
             raise UserError(f"{where}: a row is damaged ({dict(row)!r:.200}); move the file away to re-run "
                             f"those trials, or choose another --out") from None
+        if given is not None and str(given) != expected:
+            raise UserError(f"{where}: the row of trial {given!r} is candidate {values['candidate']}, seed "
+                            f"{values['seed']}, rung {values['rung']}, whose id is {expected}: the row was changed; "
+                            f"restore the file, or move it away to train its trials again")
         problem = _incomplete(row, values)
         if problem:
             raise UserError(f"{where}: the row of trial {values['trial']} is incomplete ({problem}), so it is no "
@@ -182,10 +187,22 @@ _RANGES = (
     ("beta", lambda v: 0 < v < math.inf, "a finite coefficient > 0"),
     ("gamma", lambda v: 0 < v < math.inf, "a finite coefficient > 0"),
     ("flops_ratio", lambda v: 0 < v < math.inf, "a finite ratio > 0"),
+    ("loss", lambda v: not v < 0, "a cross-entropy >= 0"),
+    ("train_loss", lambda v: not v < 0, "a cross-entropy >= 0"),
+    ("epochs", lambda v: 0 < v < math.inf, "a finite number of epochs > 0"),
+    ("clipped", lambda v: 0 <= v <= 1, "a fraction of steps in [0, 1]"),
     ("seconds", lambda v: 0 <= v < math.inf, "a finite time >= 0"),
     ("images_per_second", lambda v: 0 <= v < math.inf, "a finite rate >= 0"),
     ("clipped", lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
 )
+
+
+def _whole(value: Any) -> int:
+    """A count or an id read back: a whole number (64.9 is no resolution, and is not read as 64)."""
+    number = float(value)
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
 
 
 def _out_of_range(values: dict[str, Any]) -> str:
@@ -211,7 +228,8 @@ def _incomplete(row: dict[str, Any], values: dict[str, Any]) -> str:
     last cells empty, and an empty cell is never read as a default."""
     if "state" in row and values["state"] not in STATES:
         return "no state" if values["state"] is None else f"state {values['state']!r} is not one of {', '.join(STATES)}"
-    needed = ["flops"] + (["top1", "loss", "seconds"] if (values["state"] or COMPLETE) == COMPLETE else [])
+    needed = ["flops", "params", "resolution"] + (["top1", "loss", "seconds"]
+                                                  if (values["state"] or COMPLETE) == COMPLETE else [])
     missing = [name for name in needed if name in row and values[name] is None]
     if missing:
         return f"no {', no '.join(missing)}"

@@ -186,11 +186,17 @@ class RunDir:
         candidate this run's candidates.csv does not hold: no search of this run trained it."""
         if not (self.path / CANDIDATES).is_file():
             return  # a reproduction: its rows are models.csv's, numbered by the plan
-        ids = {row.get("id") for row in read_csv(self.path / CANDIDATES)}
-        stray = next((row for row in self.trials().values() if row.candidate not in ids), None)
-        if stray is not None:
-            raise UserError(f"'{self.path / TRIALS}': trial {stray.trial} names candidate {stray.candidate}, which is "
-                            f"not a row of {CANDIDATES}; restore the file, or move it away to train its trials again")
+        table = {row.get("id"): row for row in read_csv(self.path / CANDIDATES)}
+        for trial in self.trials().values():
+            if trial.candidate not in table:
+                raise UserError(f"'{self.path / TRIALS}': trial {trial.trial} names candidate {trial.candidate}, which "
+                                f"is not a row of {CANDIDATES}; restore the file, or move it away to train its trials "
+                                f"again")
+            differs = _differs(trial, table[trial.candidate])
+            if differs:
+                raise UserError(f"'{self.path / TRIALS}': trial {trial.trial} says {differs[0]} = {differs[1]!r} where "
+                                f"{CANDIDATES} says {differs[2]!r} for candidate {trial.candidate}: the files disagree; "
+                                f"restore them, or move trials.csv away to train its trials again")
 
     def check_writable(self, what: str) -> None:
         """Refuse before any work when ``what`` cannot be written into this folder."""
@@ -351,3 +357,24 @@ def _lock_holder(fd: int) -> str:
             return text
         time.sleep(0.05)
     return "unknown"
+
+
+_SHARED = ("alpha", "beta", "gamma", "resolution", "params", "flops", "flops_ratio", "acts")
+
+
+def _differs(trial: Any, candidate: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first of a candidate's figures a trial row copies (its coefficients, resolution and cost)
+    where the two files disagree, or None."""
+    import math
+
+    for name in _SHARED:
+        mine, theirs = getattr(trial, name, None), candidate.get(name)
+        if mine is None or theirs is None:
+            continue   # a column one of the files does not have (written before it existed)
+        try:
+            same = math.isclose(float(mine), float(theirs), rel_tol=1e-9, abs_tol=0.0)
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            return name, mine, theirs
+    return None

@@ -25,11 +25,12 @@ def _path(value: Any, function: str, argument: str, what: str) -> Path:
 @checked_arguments
 def measure(base: str | Path | NetworkSpec, d: float = 1.0, w: float = 1.0, r: float = 1.0,
             rounding: Rounding = DEFAULT_ROUNDING, *, resolution: int | None = None,
-            keep_maps: bool = False) -> dict[str, Any]:
+            keep_maps: bool = False, latency: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Scale a base by (d, w, r) and measure it: what `scalesearch flops --json` prints.
 
     ``resolution`` measures the base at a proxy resolution first; ``keep_maps`` then adapts
-    its early strides to keep the native last feature map (proxy.py)."""
+    its early strides to keep the native last feature map (proxy.py); ``latency`` adds the
+    forward latency at batch 1 on ``device`` (measure/latency.py)."""
     from .measure.cost import count_cost
     from .net.proxy import keep_maps as adapt, last_map
 
@@ -53,6 +54,12 @@ def measure(base: str | Path | NetworkSpec, d: float = 1.0, w: float = 1.0, r: f
                layers=net.total_layers, last_map=last_map(net), **cost.as_dict(), stages=net.stage_table())
     if geometry:
         out["geometry"] = geometry
+    if latency:
+        from .measure.latency import measure_latency
+
+        require(isinstance(device, str) and (device == "cpu" or device.startswith("cuda")), "measure", "device",
+                device, "cpu or cuda[:N]")
+        out["latency"] = measure_latency(net, device=device).as_dict()
     return out
 
 

@@ -59,6 +59,7 @@ def flops(
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Measure the base at this resolution (a proxy) before scaling by r."),
     keep_maps: bool = typer.Option(False, "--keep-maps", help="With --resolution: remove the earliest stride-2 steps until the last feature map is as large as at the native resolution."),
+    latency: bool = typer.Option(False, "--latency", help="Also time the forward pass at batch 1 (median and spread; cached per machine)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
 ) -> None:
     """Params, FLOPs, activations and the stage table of a base scaled by (d, w, r)."""
@@ -66,7 +67,7 @@ def flops(
 
     with user_errors():
         result = measure(base, d=d, w=w, r=r, rounding=_rounding(depth_rounding), resolution=resolution,
-                         keep_maps=keep_maps)
+                         keep_maps=keep_maps, latency=latency)
     if as_json:
         emit_json(result)
         return
@@ -78,6 +79,10 @@ def flops(
     typer.echo(f"  flops        {result['flops']:>15,}  ({human(result['flops'])})  conv + linear multiply-adds")
     typer.echo(f"  other flops  {result['other_flops']:>15,}  ({human(result['other_flops'])})  batch norm + pooling")
     typer.echo(f"  activations  {result['acts']:>15,}  ({human(result['acts'])})  conv output elements")
+    if latency:
+        from ..measure.latency import Latency
+
+        typer.echo(f"  latency      {Latency(**result['latency']).text}")
     typer.echo("")
     typer.echo(table(result["stages"], ["stage", "block", "resolution", "channels", "layers", "stride",
                                         "kernel", "expand_ratio", "se_ratio"]))

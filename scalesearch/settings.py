@@ -195,6 +195,14 @@ class SearchSettings:
                f"must be at most {MAX_EPOCHS:,} per trial")
         _check(not _is_number(images) or images <= MAX_IMAGES, "images", images,
                f"must be at most {MAX_IMAGES:.0e} per trial")
+        if self.fidelity == "halving" and _is_int(self.eta) and _is_int(self.rungs):
+            # successive halving multiplies the budget by eta at each rung: its top rung must fit too
+            growth = self.eta ** (self.rungs - 1)
+            for name, value, limit in (("images", images, MAX_IMAGES), ("epochs", epochs, MAX_EPOCHS)):
+                if _is_number(value) and value * growth > limit:
+                    raise SettingsError(f"settings: the top rung (rung {self.rungs - 1}) would train {name} = "
+                                        f"{value:g} x eta^{self.rungs - 1} = {value * growth:.3g} per trial, above "
+                                        f"the limit of {limit:.3g}: lower {name}, eta or rungs")
 
     def replace(self, **changes: Any) -> "SearchSettings":
         return dataclasses.replace(self, **changes)

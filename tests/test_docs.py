@@ -107,3 +107,8 @@ def test_every_module_is_in_the_layout():
                and f"`{p.name}`" not in text]
     missing += [d.name for d in package.iterdir() if (d / "__init__.py").is_file() and f"`{d.name}/`" not in text]
     assert not missing, f"docs/architecture.md does not place: {missing}"
+
+def test_experiments_hold_no_log_files():
+    """A study's console output is kept as text named for what it is (output.txt), not as .log."""
+    logs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.log"))
+    assert not logs, logs

@@ -205,3 +205,15 @@ def test_the_halving_demo_study_regenerates_from_its_trials(capsys, monkeypatch)
     assert "same best: candidate 0" in printed and "tau 0.33 [-0.56, 0.86], rho 0.37, n=6" in printed
     for figure in ("33.00 +/- 1.70", "54.20 +/- 0.28", "353,280", "635,904", "56%", "tau 0.33 [-0.56, 0.86]"):
         assert figure in notes, figure
+
+
+def test_a_halving_run_whose_top_rung_passes_the_per_trial_limit_is_refused():
+    """Successive halving multiplies the budget by eta at each rung: the top rung is checked against
+    the per-trial limits when the settings are made, not when rung 2 asks for 1e13 images."""
+    from scalesearch.settings import SettingsError, build_settings
+
+    with pytest.raises(SettingsError, match=r"top rung \(rung 2\) would train images = 1e\+11 x eta\^2 = 1e\+13"):
+        build_settings({}, dict(base="resnet20-cifar", images=10**11, fidelity="halving", eta=10, rungs=3))
+    with pytest.raises(SettingsError, match=r"epochs = 5000 x eta\^2 = 4.5e\+04 per trial, above the limit"):
+        build_settings({}, dict(base="resnet20-cifar", epochs=5000, fidelity="halving", eta=3, rungs=3))
+    assert build_settings({}, dict(base="resnet20-cifar", images=10**11, eta=10, rungs=3)).train.images == 10**11

@@ -12,6 +12,7 @@ import json
 import pytest
 
 import scalesearch.train.forms as forms
+import scalesearch.train.machine as machine
 import scalesearch.train.step_form as train
 from scalesearch.net.bases import get_base
 from scalesearch.errors import UserError
@@ -29,7 +30,7 @@ DEPTHWISE = get_base("mobilenetv2").replace(resolution=16, num_classes=3)
 def rates(monkeypatch, tmp_path):
     """Set the rates (images/s by form name) a timing returns, and whether the CPU has native
     bf16; each test gets an empty cache.  Returns the list of forms each timing was asked for."""
-    monkeypatch.setenv(forms.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(machine.CACHE_ENV, str(tmp_path / "cache"))
     asked: list = []
     table: dict = {}
 
@@ -201,7 +202,7 @@ def test_a_run_records_its_form_and_keeps_it_on_resume(colours, tiny, tmp_path, 
 def test_the_timing_itself_gives_a_rate_for_every_native_form(tmp_path, monkeypatch):
     """The real timing on a tiny network: a positive rate per fp32 form (and per bf16 form where
     native), whatever the machine's load; which one wins is not asserted."""
-    monkeypatch.setenv(forms.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(machine.CACHE_ENV, str(tmp_path))
     found = forms.time_forms(SPEC, TrainConfig(batch_size=8), forms.FORMS[:2], 8, "cpu", 1, rounds=1, steps=1)
     assert set(found) == {"fp32 contiguous", "fp32 channels-last"} and all(v > 0 for v in found.values())
 
@@ -210,13 +211,13 @@ def test_a_damaged_cache_is_timed_again(rates):
     """A cache file that is not JSON, or whose entry is not a rate for every form, is measured
     again and rewritten; nothing is refused."""
     asked = rates(False, fp32_contiguous=100.0, fp32_channels_last=200.0)
-    forms.cache_path().parent.mkdir(parents=True, exist_ok=True)
-    forms.cache_path().write_text("{not json")
+    forms.CACHE.path.parent.mkdir(parents=True, exist_ok=True)
+    forms.CACHE.path.write_text("{not json")
     assert choose(SPEC, TrainConfig(), "cpu", 2, n_train=1000).how == "timed"
-    data = json.loads(forms.cache_path().read_text())
+    data = json.loads(forms.CACHE.path.read_text())
     (key,) = data["entries"]
     data["entries"][key] = {"fp32 contiguous": "fast"}
-    forms.cache_path().write_text(json.dumps(data))
+    forms.CACHE.path.write_text(json.dumps(data))
     again = choose(SPEC, TrainConfig(), "cpu", 2, n_train=1000)
     assert again.how == "timed" and again.layout == "channels_last" and len(asked) == 2
     assert choose(SPEC, TrainConfig(), "cpu", 2, n_train=1000).how == "cached"

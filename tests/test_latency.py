@@ -29,8 +29,8 @@ def test_a_latency_is_a_median_with_its_spread_and_is_cached(monkeypatch):
     assert lat.measure_latency(small(), min_run_time=0.02) == first          # the same network: cached
     with pytest.raises(AssertionError, match="timed again"):
         lat.measure_latency(small(), batch=2, min_run_time=0.02)               # another batch: not the same
-    saved = json.loads(lat.cache_path().read_text())
-    assert saved["format"] == lat.CACHE_FORMAT and any(e == first.as_dict() for e in saved["entries"].values())
+    saved = json.loads(lat.CACHE.path.read_text())
+    assert saved["format"] == lat.CACHE.format and any(e == first.as_dict() for e in saved["entries"].values())
 
 
 def test_flops_prints_the_latency_when_asked():

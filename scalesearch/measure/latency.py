@@ -15,16 +15,13 @@ name it.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ..net.spec import NetworkSpec
+from ..train.machine import MachineCache
 
-CACHE_FILE = "latency.json"
-CACHE_FORMAT = 1
+CACHE = MachineCache("latency.json")
 MIN_RUN_TIME = 0.2   # seconds of timed calls per measurement (after warm-up)
 
 
@@ -66,7 +63,7 @@ def measure_latency(spec: NetworkSpec, *, device: str = "cpu", batch: int = 1, t
     threads = threads or torch.get_num_threads()
     where = machine(device if device != "cpu" else "cpu", threads if device == "cpu" else None)
     key = f"{where.key()}|{spec.key()}|{batch}"
-    store = _read_cache() if cached else {}
+    store = CACHE.read() if cached else {}
     if key in store:
         try:
             return Latency(**store[key])
@@ -74,7 +71,7 @@ def measure_latency(spec: NetworkSpec, *, device: str = "cpu", batch: int = 1, t
             pass   # an entry of another format: measured again
     found = _time(spec, device, batch, threads, min_run_time, where.label)
     if cached:
-        _write_cache(key, found.as_dict())
+        CACHE.write(key, found.as_dict())
     return found
 
 
@@ -93,30 +90,3 @@ def _time(spec: NetworkSpec, device: str, batch: int, threads: int, min_run_time
         found = timer.blocked_autorange(min_run_time=min_run_time)
     return Latency(median_ms=found.median * 1e3, iqr_ms=found.iqr * 1e3, batch=batch, resolution=spec.resolution,
                    device=device, threads=threads, blocks=len(found.times), machine=label)
-
-
-def cache_path() -> Path:
-    from ..train.forms import CACHE_ENV
-
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scalesearch") / CACHE_FILE
-
-
-def _read_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data.get("entries", {}) if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else {}
-
-
-def _write_cache(key: str, value: dict[str, Any]) -> None:
-    """Add one entry; a cache that cannot be written only costs the timing again."""
-    from ..study.rundir import json_text, write_atomic
-
-    entries = _read_cache()
-    entries[key] = value
-    try:
-        cache_path().parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache_path(), json_text({"format": CACHE_FORMAT, "entries": entries}))
-    except (OSError, ValueError):   # ValueError: the run-file layer's UserError for an unwritable folder
-        pass

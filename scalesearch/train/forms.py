@@ -28,19 +28,14 @@ one) takes the rule without timing.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
-from .machine import machine
+from .machine import MachineCache, machine
 
-CACHE_ENV = "SCALESEARCH_CACHE_DIR"
-CACHE_FILE = "step_forms.json"
-CACHE_FORMAT = 1
+CACHE = MachineCache("step_forms.json")
 ROUNDS = 3            # interleaved rounds of timing; the best of them counts
 STEPS = 2             # timed steps per form and round (after one untimed)
 STICKY = 0.03         # the rule's form is kept unless another is faster by more than this fraction
@@ -51,40 +46,14 @@ FORMS = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "contiguous
 
 # -- the cache --------------------------------------------------------------------------
 
-def cache_path() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scalesearch") / CACHE_FILE
-
-
-def _read_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("entries"), dict):
-        return {}
-    return data["entries"]
-
-
-def _write_cache(key: str, value: dict[str, Any]) -> None:
-    """Add one entry (read, merge, replace atomically); a cache that cannot be written is only slower."""
-    from ..study.rundir import json_text, write_atomic
-
-    entries = _read_cache()
-    entries[key] = value
-    try:
-        write_atomic(cache_path(), json_text({"format": CACHE_FORMAT, "entries": entries}))
-    except (OSError, UserError):
-        pass
-
-
 def _cached(key: str, measure: Any, valid: Any) -> tuple[Any, bool]:
     """(the cached value of ``key``, True), or (``measure()``, False) stored under it; a cached
     value that ``valid`` refuses (a damaged or hand-edited cache) is measured again."""
-    entries = _read_cache()
+    entries = CACHE.read()
     if key in entries and valid(entries[key]):
         return entries[key], True
     value = measure()
-    _write_cache(key, value)
+    CACHE.write(key, value)
     return value, False
 
 
@@ -243,7 +212,7 @@ def choose(spec: Any, recipe: Any, device: str, threads: int | None, n_train: in
     key = f"form|{machine('cpu', threads).key()}|{spec.key()}|{batch}|{recipe.feature_norm}|{recipe.optimizer}|{recipe.clip_norm}"
     names = {form_name(*f) for f in native}
     valid = lambda v: isinstance(v, dict) and set(v) == names and all(map(_positive, v.values()))  # noqa: E731
-    if not timed and not valid(_read_cache().get(key)):
+    if not timed and not valid(CACHE.read().get(key)):
         return untimed  # nothing measured yet, and nothing to be timed now
     rates, hit = _cached(key, lambda: time_forms(spec, recipe, native, batch, "cpu", threads), valid)
     rates = {str(k): float(v) for k, v in rates.items()}

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+CACHE_ENV = "SCALESEARCH_CACHE_DIR"   # where measurements of this machine are kept (default ~/.cache/scalesearch)
 
 
 def resolve_device(device: str) -> str:
@@ -94,3 +98,37 @@ def _machine(device: str, threads: int) -> Machine:
 def machine_label(device: Any, threads: int | None = None) -> str:
     """``Machine.label`` of ``device`` (a torch.device or its name)."""
     return machine(str(device), threads).label
+
+
+@dataclass(frozen=True)
+class MachineCache:
+    """A JSON file of measurements taken on machines (each entry's key names its machine) in
+    ``$SCALESEARCH_CACHE_DIR``: a file that is damaged or of another format reads as empty, and
+    one that cannot be written only costs the measurement again."""
+
+    file: str
+    format: int = 1
+
+    @property
+    def path(self) -> Path:
+        return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scalesearch") / self.file
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != self.format or not isinstance(data.get("entries"), dict):
+            return {}
+        return data["entries"]
+
+    def write(self, key: str, value: dict[str, Any]) -> None:
+        """Add one entry: read, merge, replace atomically."""
+        from ..study.rundir import json_text, write_atomic
+
+        entries = self.read()
+        entries[key] = value
+        try:
+            write_atomic(self.path, json_text({"format": self.format, "entries": entries}))
+        except (OSError, ValueError):   # ValueError: the run-file layer's UserError for an unwritable folder
+            pass

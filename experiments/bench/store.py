@@ -170,10 +170,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    from scalesearch.data.folders import _all_files, build_tree_store
+    from scalesearch.data.folders import tree_files, build_tree_store
     from scalesearch.train.machine import machine_label
 
-    files = _all_files(args.folder)
+    files = tree_files(args.folder)
     size = sum(os.path.getsize(f) for f in files)
     report: dict = {"machine": machine_label("cpu"), "images": len(files), "folder_bytes": size, "S": args.resolution,
                     "workers": args.workers}

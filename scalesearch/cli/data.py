@@ -108,11 +108,11 @@ def verify(
 
 
 def _describe(store) -> None:  # noqa: ANN001 - store.ImageStore
-    from ..data.folders import _store_summary
+    from ..data.folders import store_summary
 
     header = store.header
     typer.echo(f"store {store.path}: {header.n - header.skipped:,} images ({header.splits['train']:,} training, "
                f"{header.splits['val']:,} held-out) of {len(header.classes)} classes at {header.resolution} px, "
                f"{_gb(store.nbytes())}, built in {header.build_seconds:g} s")
     if header.skipped or header.upsampled:
-        typer.echo(_store_summary(header))
+        typer.echo(store_summary(header))

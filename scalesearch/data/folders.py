@@ -21,7 +21,7 @@ import numpy as np
 
 from .dataset import Dataset, DatasetError, balanced_subset, store_dataset
 from .decode import image_short_sides
-from .store import (STORE_FORMAT, ImageStore, Plan, StoreProblem, build_store, open_store,
+from .store import (STORE_FORMAT, ImageStore, Plan, StoreProblem, build_store, open_store, shown_path,
                     store_resolution_for)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -97,11 +97,11 @@ def _open_or_build(path: Path, key: str, plan: Plan, relist, cache: Path, progre
         store = build_store(path, plan, resolution, relist, progress=progress, note=_note(progress))
     header = store.header
     if progress and (header.skipped or header.upsampled):
-        _note(True)(_store_summary(header))
+        _note(progress)(store_summary(header))
     return store
 
 
-def _store_summary(header) -> str:  # noqa: ANN001
+def store_summary(header) -> str:  # noqa: ANN001
     parts = []
     if header.skipped:
         many = header.skipped != 1
@@ -173,17 +173,12 @@ def _is_image_file(entry: os.DirEntry) -> bool:
         if entry.is_file():
             return True
     except OSError as exc:
-        raise DatasetError(f"image '{_shown(entry.path)}' cannot be read ({exc.strerror or exc}): a symbolic link "
+        raise DatasetError(f"image '{shown_path(entry.path)}' cannot be read ({exc.strerror or exc}): a symbolic link "
                            f"that loops? remove or fix it") from None
     if entry.is_symlink():
-        raise DatasetError(f"image '{_shown(entry.path)}' is a symbolic link to nothing "
-                           f"('{_shown(os.readlink(entry.path))}'): remove or fix it")
+        raise DatasetError(f"image '{shown_path(entry.path)}' is a symbolic link to nothing "
+                           f"('{shown_path(os.readlink(entry.path))}'): remove or fix it")
     return False
-
-
-def _shown(path: str) -> str:
-    """A path as a message can print it: bytes that are not UTF-8 shown as escapes, not an error."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _list_split(folder: Path, classes: list[str], require_all: bool) -> _Listing:
@@ -272,7 +267,8 @@ def build_tree_store(source: str | Path, resolution: int | None = None, cache_di
     return tree_store(root, cache_dir, progress=progress, store_resolution=resolution)
 
 
-def _all_files(root: Path) -> tuple[str, ...]:
+def tree_files(root: Path) -> tuple[str, ...]:
+    """Every image file of the tree, training split first (as a store of the whole folder orders them)."""
     _, listings = list_image_tree(root)
     return listings["train"].files + listings["val"].files
 
@@ -282,7 +278,7 @@ def estimate_build_seconds(source: str | Path, resolution: int, sample: int = 32
     in proportion, shared among the worker processes a build uses."""
     from .decode import square_image
 
-    files = _all_files(Path(source).expanduser())
+    files = tree_files(Path(source).expanduser())
     picked = files[::max(1, len(files) // sample)][:sample]
     import time
 

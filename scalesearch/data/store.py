@@ -382,14 +382,14 @@ def _finish(path: Path, plan: Plan, resolution: int, partial: Path, offset: int,
         if n and not (labels[first:first + n] >= 0).any():
             i, why = next((i, why) for i, why in skipped if i >= first)
             raise DatasetError(f"none of the {n:,} {split} images of '{plan.source}' could be decoded "
-                               f"(first: '{_shown(plan.files[i])}': {why})")
+                               f"(first: '{shown_path(plan.files[i])}': {why})")
     mean, std = _channel_stats(images, train_rows)
     _write_atomic(path / LABELS, _npy_bytes(labels))
     os.replace(partial, path / IMAGES)
     header = StoreHeader(resolution=resolution, classes=list(plan.classes), splits=dict(plan.splits),
                          listing=plan.listing, source=plan.source, checksums=checksums,
                          labels_checksum=hashlib.sha256(labels.tobytes()).hexdigest(), mean=mean, std=std,
-                         skipped=len(skipped), skipped_names=[_shown(plan.files[i]) for i, _ in skipped[:SHOWN_NAMES]],
+                         skipped=len(skipped), skipped_names=[shown_path(plan.files[i]) for i, _ in skipped[:SHOWN_NAMES]],
                          skipped_reason=skipped[0][1] if skipped else "", upsampled=upsampled,
                          build_seconds=round(seconds, 1), chunk=CHUNK)
     _write_atomic(path / HEADER, json.dumps(header.as_json(), indent=1))
@@ -424,7 +424,8 @@ def _write_atomic(target: Path, content: str | bytes) -> None:
     os.replace(tmp, target)
 
 
-def _shown(path: str) -> str:
+def shown_path(path: str) -> str:
+    """A path as a message can print it: bytes that are not UTF-8 shown as escapes, not an error."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 

@@ -268,7 +268,7 @@ def check_proxy(run_dir: str | Path, budget: str | float = "4x", top: int = 4, *
     from .search.agreement import agreement
     from .train.forms import recorded_forms
     from .search.grid import run_grid
-    from .search.space import parse_budget
+    from .search.budget import parse_budget
     from .report.plots import draw_agreement
     from .settings import load_settings
     from .search.ranking import summarize

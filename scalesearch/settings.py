@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import UserError
 from .search.space import GridSpec
@@ -265,6 +265,31 @@ def flatten(nested: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def by_section(values: Mapping[str, Any], where: str, *, top: Iterable[str] | None = None,
+               sections: Iterable[str] = tuple(SECTIONS), refusal: str = "") -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Flat settings (``--set``, options) split by their owner: ``({section: {name: value}},
+    {top-level name: value})``.  A name no section of ``sections`` owns and not in ``top`` (all
+    of SearchSettings' own names by default) is refused, naming ``where`` and ``refusal``'s
+    reason, so grid and reproduce route a setting by one rule."""
+    known = {f.name for f in fields(SearchSettings)} - set(SECTIONS)
+    top_names = known if top is None else set(top)
+    allowed = tuple(sections)
+    split: dict[str, dict[str, Any]] = {s: {} for s in allowed}
+    rest: dict[str, Any] = {}
+    for name, value in values.items():
+        section = owner_of(name)
+        if section in allowed:
+            split[section][name] = value
+        elif section is None and name in top_names:
+            rest[name] = value
+        else:
+            spelled = f"{section}.{name}" if section else name
+            if refusal and (section or name in known):
+                raise SettingsError(f"{where} {spelled}: {refusal}")
+            raise SettingsError(f"{where}: unknown setting '{spelled}'")
+    return split, rest
+
+
 def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
                    source: str = "settings", assignments: Mapping[str, Any] | None = None) -> SearchSettings:
     """Settings from nested (or flat) plain data, then flat ``overrides`` on top (a None
@@ -275,18 +300,14 @@ def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None 
     """
     if not isinstance(data, Mapping):
         raise SettingsError(f"{source}: must be a mapping of settings (got {type(data).__name__})")
-    top_names = {f.name for f in fields(SearchSettings)} - set(SECTIONS)
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     top: dict[str, Any] = {}
 
-    def put(name: str, value: Any, where: str) -> None:
-        section = owner_of(name)
-        if section is not None:
-            sections[section][name] = value
-        elif name in top_names:
-            top[name] = value
-        else:
-            raise SettingsError(f"{where}: unknown setting '{name}'")
+    def put(values: Mapping[str, Any], where: str) -> None:
+        split, rest = by_section(values, where)
+        for section, named in split.items():
+            sections[section].update(named)
+        top.update(rest)
 
     for key, value in data.items():
         if key in SECTIONS and not (key == "backend" and isinstance(value, str)):  # flat 'backend: ray' too
@@ -299,12 +320,9 @@ def build_settings(data: Mapping[str, Any], overrides: Mapping[str, Any] | None 
                     raise SettingsError(f"{source}: unknown setting '{key}.{name}'")
                 sections[key][name] = inner
         else:
-            put(key, value, source)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            put(key, value, "option")
-    for key, value in (assignments or {}).items():
-        put(key, value, "--set")
+            put({key: value}, source)
+    put({k: v for k, v in (overrides or {}).items() if v is not None}, "option")
+    put(assignments or {}, "--set")
     if "base" not in top:
         raise SettingsError(f"{source}: setting 'base' is missing (a base name or a spec file)")
     if top.get("candidates") is not None and not isinstance(top["candidates"], tuple):

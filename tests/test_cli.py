@@ -86,9 +86,9 @@ def test_a_plateau_gets_a_hint_naming_the_recipe_options_not_used(capsys):
     _plateau_hint([blown], TrainConfig())
     assert capsys.readouterr().out == ""
     _plateau_hint([blown, stuck], TrainConfig())
-    assert "--residual-init scaled and --optimizer lars" in capsys.readouterr().out
+    assert "--set train.residual_init=scaled and --set train.optimizer=lars" in capsys.readouterr().out
     _plateau_hint([stuck], TrainConfig(optimizer="lars"))
     out = capsys.readouterr().out
-    assert "--residual-init scaled" in out and "--optimizer lars" not in out
+    assert "--set train.residual_init=scaled" in out and "train.optimizer=lars" not in out
     _plateau_hint([stuck], TrainConfig(optimizer="lars", residual_init="scaled"))
     assert capsys.readouterr().out == ""

@@ -24,6 +24,11 @@ def doc_files() -> list[Path]:
     return files
 
 
+def experiment_pages() -> list[Path]:
+    """Every page under experiments/: the index, the NOTES, and the tables the runs wrote."""
+    return sorted((ROOT / "experiments").rglob("*.md"))
+
+
 def relative_links(path: Path) -> list[str]:
     text = FENCE.sub("", path.read_text())          # a link inside a code block is not a link
     targets = []
@@ -50,7 +55,8 @@ def test_the_documents_exist():
         assert name in names, name
 
 
-@pytest.mark.parametrize("path", doc_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("path", sorted(set(doc_files()) | set(experiment_pages())),
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_resolve(path):
     links = relative_links(path)
     broken = [t for t in links if not (path.parent / t).exists()]
@@ -81,7 +87,7 @@ def test_no_code_cites_a_readme_heading():
     assert not cited, "cite a docs/ page or a study's NOTES.md by path instead: " + "; ".join(cited)
 
 
-SCRIPT_FOLDERS = {"bench"}  # experiments/bench holds the benchmark scripts (make bench), not a study
+SCRIPT_FOLDERS = {"bench", "scripts"}  # benchmark scripts (make bench) and analysis scripts, not studies
 
 
 def test_every_study_folder_is_indexed():
@@ -112,3 +118,87 @@ def test_experiments_hold_no_log_files():
     """A study's console output is kept as text named for what it is (output.txt), not as .log."""
     logs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.log"))
     assert not logs, logs
+
+
+def test_experiments_keep_scripts_apart_from_studies():
+    """Scripts live in experiments/scripts/ or experiments/bench/, not loose beside the study folders."""
+    loose = sorted(p.name for p in (ROOT / "experiments").iterdir()
+                   if p.is_file() and p.suffix in (".py", ".sh"))
+    assert not loose, f"experiments/ holds scripts beside the studies (move them to experiments/scripts/): {loose}"
+
+
+def test_superseded_runs_are_out_of_the_tree():
+    """A run a later one replaced lives in git history (experiments/README.md, "Superseded runs")."""
+    folders = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "experiments").rglob("superseded") if p.is_dir())
+    assert not folders, f"superseded runs belong in git history, not the tree: {folders}"
+    assert "## Superseded runs" in (ROOT / "experiments" / "README.md").read_text()
+
+
+MACHINE_PATHS = ("/tmp/", "/root/", "/home/")
+
+
+def test_experiment_pages_name_no_machine_paths():
+    """A study names RUN, DATA or ../shared/data/cifar10, not a folder of the machine it ran on."""
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in experiment_pages()
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if any(machine in line for machine in MACHINE_PATHS)]
+    assert not found, "machine paths in experiments/ pages:\n" + "\n".join(found)
+
+
+# A `scalesearch grid` / `scalesearch reproduce` command (python -m scalesearch too), or a shell
+# variable that holds one (COMMON="grid --base ..." run as `scalesearch $COMMON`).
+COMMAND = re.compile(r"(?:\bscalesearch\s+|^\s*[A-Z_]+=[\"']?)(grid|reproduce)(?=\s|$)")
+COMMAND_ENDS = re.compile(r"\bscalesearch\s|&&|;|\|")          # the next command on the same line
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, line) with shell continuation lines (ending in a backslash) joined."""
+    joined, start, parts = [], None, []
+    for number, line in enumerate(text.splitlines(), 1):
+        start = start or number
+        if line.rstrip().endswith("\\"):
+            parts.append(line.rstrip()[:-1])
+            continue
+        joined.append((start, " ".join([*parts, line])))
+        start, parts = None, []
+    if parts:
+        joined.append((start, " ".join(parts)))
+    return joined
+
+
+def removed_flags_given(line: str) -> list[str]:
+    """The flags removed in 0.3.0 that `line` gives to grid or reproduce, as whole option words."""
+    from scalesearch.cli.common import REMOVED_FLAGS
+
+    found = []
+    for command in COMMAND.finditer(line):
+        rest = line[command.end():]
+        end = COMMAND_ENDS.search(rest)
+        options = rest[:end.start()] if end else rest
+        found += [flag for flag in REMOVED_FLAGS if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", options)]
+    return found
+
+
+def test_removed_flags_are_matched_as_whole_words():
+    assert removed_flags_given("scalesearch grid --base r --steps 5 --seeds 3 --set train.lr_per_256=0.4") == []
+    assert removed_flags_given("scalesearch grid --lr-per-256 0.4 --no-estimate --set seed=1") == []
+    assert removed_flags_given("scalesearch grid --base r --step 0.05 --seed 1") == ["--step", "--seed"]
+    assert removed_flags_given("python -m scalesearch reproduce figure8 --no-early-stop") == ["--no-early-stop"]
+    assert removed_flags_given('COMMON="grid --base r --alpha-max 2') == ["--alpha-max"]
+    assert removed_flags_given("scalesearch grid --base r && scalesearch flops --keep-maps --depth-rounding total") == []
+    assert removed_flags_given("scalesearch family --phi-max 7 --tolerance 0.1") == []
+    assert removed_flags_given("scalesearch gridlock --lr 1") == []
+    assert logical_lines("a \\\n  b --lr 1\nc") == [(1, "a    b --lr 1"), (3, "c")]
+
+
+def test_no_removed_flag_is_given_to_grid_or_reproduce():
+    """The research flags removed from grid and reproduce in 0.3.0 (REMOVED_FLAGS, CHANGELOG.md) appear in no
+    command a page tells a reader to run: each is spelled with --set. No page is exempt today; a kept copy of
+    an old version's console output would be exempted here by file and line."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *experiment_pages()]
+    found = [f"{path.relative_to(ROOT)}:{number}: {', '.join(flags)} in: {line.strip()[:160]}"
+             for path in pages
+             for number, line in logical_lines(path.read_text())
+             if (flags := removed_flags_given(line))]
+    assert not found, "removed flags given to grid/reproduce (write them as --set NAME=VALUE):\n" + "\n".join(found)

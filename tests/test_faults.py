@@ -159,7 +159,7 @@ def test_family_refuses_bad_numbers(option, value):
     by what `family` calls: parse_budget for --target-flops, then family.family."""
     from scalesearch.net.bases import get_base
     from scalesearch.search.family import family
-    from scalesearch.search.space import parse_budget
+    from scalesearch.search.budget import parse_budget
     from scalesearch.settings import default_of
 
     args = with_option(FAMILY, option, value)[1:] + (["--target-flops", "2x"] if option == "--tolerance" else [])
@@ -206,25 +206,28 @@ def test_family_any_number_is_a_result_or_one_line(option, value, phi):
         refused(result, f"family {option} {value!r}")
 
 
+SET_BAD = ["nan", "inf", "-inf", "-1", "1e400", "-1e400", "abc"]  # as --set values ("" is null: the default)
 GRID_CASES = (
-    [(opt, v) for opt in ("--target-flops", "--max-params", "--max-acts")
-     for v in ("nan", "inf", "1e400x", "1e400", "0x", "0", "-1x", "abc", "nanx", "")]
-    + [(opt, v) for opt in ("--alpha-max", "--beta-max") for v in NON_FINITE + ["0", "0.5", "1e5"]]
-    + [("--step", v) for v in NON_FINITE + ["0", "1e-6", "0.001"]]
-    + [(opt, v) for opt in ("--tolerance", "--nominal-tolerance") for v in NON_FINITE + ["0", "1", "1e5"]]
-    + [(opt, v) for opt in ("--resolution", "--train-subset", "--val-subset", "--images", "--batch-size", "--seeds",
-                            "--max-trials", "--phi-max")
-       for v in ("-1", "0", "nan", "1e400", "1.5", "abc", "") if (opt, v) != ("--phi-max", "0")]
-    + [("--resolution", v) for v in ("3", "100000")] + [("--seeds", "101"), ("--phi-max", "21")]
-    + [("--images", "1e15"), ("--train-subset", "1000000000")]
+    [("--target-flops", v) for v in ("nan", "inf", "1e400x", "1e400", "0x", "0", "-1x", "abc", "nanx", "")]
+    + [(opt, v) for opt in ("grid.max_params", "grid.max_acts")
+       for v in ("nan", "inf", "1e400x", "1e400", "0x", "0", "-1x", "abc", "nanx")]
+    + [(opt, v) for opt in ("grid.alpha_max", "grid.beta_max") for v in SET_BAD + ["0", "0.5", "1e5"]]
+    + [("grid.step", v) for v in SET_BAD + ["0", "1e-6", "0.001"]]
+    + [(opt, v) for opt in ("grid.tolerance", "grid.nominal_tolerance") for v in SET_BAD + ["0", "1", "1e5"]]
+    + [(opt, v) for opt in ("--resolution", "--images", "--seeds", "--max-trials")
+       for v in ("-1", "0", "nan", "1e400", "1.5", "abc", "")]
+    + [(opt, v) for opt in ("data.train_subset", "data.val_subset", "train.batch_size", "phi_max")
+       for v in ("-1", "0", "nan", "1e400", "1.5", "abc") if (opt, v) != ("phi_max", "0")]
+    + [("--resolution", v) for v in ("3", "100000")] + [("--seeds", "101"), ("phi_max", "21")]
+    + [("--images", "1e15"), ("data.train_subset", "1000000000")]
     + [("--epochs", v) for v in NON_FINITE + ["0", "1e9"]]
-    + [("--lr", v) for v in NON_FINITE + ["0"]]
-    + [("--seed", v) for v in ("-1", "nan", "1e400", "4294967296", "1.5", "abc")]
-    + [("--cpus-per-trial", v) for v in NON_FINITE + ["0", "1e9", "99"]] + [("--batch-size", "1")]
-    + [("--gpus-per-trial", v) for v in NON_FINITE + ["1"]]
-    + [("--candidates", v) for v in ("-1", "abc", "1,,x", "nan", "", "99999")]
-    + [("--order", "bogus"), ("--backend", "bogus"), ("--device", "bogus"), ("--device", "cuda:x"),
-       ("--depth-rounding", "bogus"), ("--dataset", "/nonexistent"), ("--dataset", ""), ("--base", "nosuchnet"),
+    + [("train.lr", v) for v in SET_BAD + ["0"]]
+    + [("seed", v) for v in ("-1", "nan", "1e400", "4294967296", "1.5", "abc")]
+    + [("backend.cpus_per_trial", v) for v in SET_BAD + ["0", "1e9", "99"]] + [("train.batch_size", "1")]
+    + [("backend.gpus_per_trial", v) for v in SET_BAD + ["1"]]
+    + [("candidates", v) for v in ("-1", "abc", "1,,x", "nan", "99999")]
+    + [("order", "bogus"), ("--backend", "bogus"), ("--device", "bogus"), ("--device", "cuda:x"),
+       ("rounding.depth_rule", "bogus"), ("--dataset", "/nonexistent"), ("--dataset", ""), ("--base", "nosuchnet"),
        ("--address", "nohost"), ("--config", "/nonexistent.yaml")]
 )
 
@@ -249,9 +252,9 @@ def test_grid_refuses_bad_values_before_creating_anything(tmp_path, tiny, finish
 
 
 @pytest.mark.parametrize("option, value, kind", [
-    ("--alpha-max", "nan", "non-finite"),
+    ("grid.alpha_max", "nan", "non-finite"),
     ("--seeds", "101", "out of range"),
-    ("--batch-size", "abc", "wrong type"),
+    ("train.batch_size", "abc", "wrong type"),
     ("--base", "nosuchnet", "unknown name"),
     ("--dataset", "/nonexistent", "bad path"),
 ])
@@ -362,9 +365,9 @@ def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, tiny, case)
         data = _tree(tmp_path / "d", {"a": 20, "b": 20}, {"a": 8, "b": 0})
     else:
         data = _tree(tmp_path / "d", {"a": 20, "b": 20, "c": 20}, {"a": 8, "b": 8, "c": 8})
-        extra = ["--train-subset", "2"] if case.startswith("train") else ["--val-subset", "2"]
-    args = with_option(with_option(with_option(tiny, "--dataset", str(data)), "--train-subset", "48"),
-                       "--val-subset", "24")
+        extra = ["data.train_subset", "2"] if case.startswith("train") else ["data.val_subset", "2"]
+    args = with_option(with_option(with_option(tiny, "--dataset", str(data)), "data.train_subset", "48"),
+                       "data.val_subset", "24")
     for i in range(0, len(extra), 2):
         args = with_option(args, extra[i], extra[i + 1])
     from scalesearch.study.trial import load_dataset
@@ -375,10 +378,10 @@ def test_data_sets_a_classifier_cannot_rank_on_are_refused(tmp_path, tiny, case)
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--lr", "0"], "'lr'"),
-    (["--max-params", "0x"], "max_params"),
-    (["--max-acts", "0x"], "max_acts"),
-    (["--backend", "optuna", "--gpus-per-trial", "1"], "gpus_per_trial"),
+    (["--set", "train.lr=0"], "'lr'"),
+    (["--set", "grid.max_params=0x"], "max_params"),
+    (["--set", "grid.max_acts=0x"], "max_acts"),
+    (["--backend", "optuna", "--set", "backend.gpus_per_trial=1"], "gpus_per_trial"),
 ])
 def test_values_that_used_to_run_silently_wrong_are_named(tmp_path, tiny, extra, words):
     with pytest.raises(UserError) as info:
@@ -472,13 +475,13 @@ def test_damaged_store_is_rebuilt_and_the_run_resumes(run_copy, tiny, tmp_path, 
     from scalesearch.data import open_store
 
     cache = tmp_path / "cache"  # the finished run's data, and only that, stored here
-    ok(cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--dry-run", "--out", tmp_path / "dry"))
+    ok(cli("grid", *with_option(tiny, "data.cache_dir", str(cache)), "--dry-run", "--out", tmp_path / "dry"))
     stores = list((cache / "stores").glob("*px"))
     assert len(stores) == 1
     DAMAGES[damage](stores[0] / "images.npy")
     original = trial_rows(run_copy)
     with caplog.at_level(logging.WARNING, logger="scalesearch"):
-        result = cli("grid", *with_option(tiny, "--cache-dir", str(cache)), "--out", run_copy)
+        result = cli("grid", *with_option(tiny, "data.cache_dir", str(cache)), "--out", run_copy)
     assert result.exit_code == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -726,15 +729,13 @@ def test_ray_address_where_something_else_listens_is_one_line(tmp_path, tiny):
     assert not new.exists()
 
 
-@pytest.mark.parametrize("option, value, what", [("--cpus-per-trial", "4096", "CPUs"),
-                                                 ("--gpus-per-trial", "64", "GPUs")]
+@pytest.mark.parametrize("option, value, what", [("backend.cpus_per_trial", "4096", "CPUs"),
+                                                 ("backend.gpus_per_trial", "64", "GPUs")]
                          + ([] if torch.cuda.is_available() else [("--device", "cuda", "no GPU")]))
 def test_ray_resources_beyond_this_machine_refused_before_any_file(tmp_path, tiny, option, value, what):
     new = tmp_path / "new-run"
-    args = list(tiny)
-    i = args.index("--cpus-per-trial")
-    del args[i:i + 2]
-    result = cli("grid", *args, "--backend", "ray", option, value, "--out", new)
+    result = cli("grid", *with_option(with_option(tiny, "backend.cpus_per_trial", "2"), option, value),
+                 "--backend", "ray", "--out", new)
     line = refused(result, option)
     assert f"{option} {value}" in line and what in line and "this machine" in line, line
     assert not new.exists()
@@ -766,7 +767,7 @@ def test_unwritable_out_or_cache_dir_is_named_in_one_line(tmp_path, tiny, case):
     named = unwritable / "scalesearch-run" if case == "--out" else unwritable / "scalesearch-cache"
     out = named if case == "--out" else tmp_path / "new-run"
     fresh_cache = tmp_path / "cache"  # nothing cached: the data must be decoded and written
-    args = with_option(tiny, "--cache-dir", str(named if case == "--cache-dir" else fresh_cache))
+    args = with_option(tiny, "data.cache_dir", str(named if case == "--cache-dir" else fresh_cache))
     try:
         proc = cli("grid", *args, "--out", out)
     finally:

@@ -27,10 +27,10 @@ def proxy(colours, tmp_path_factory) -> list[str]:
     """A proxy budget: resnet20-cifar at 32px on a few hundred images of a task it learns in two
     epochs, one thread per trial."""
     data, _ = colours
-    return ["--dataset", str(data), "--cache-dir", str(tmp_path_factory.mktemp("cache")), "--base",
-            "resnet20-cifar", "--target-flops", "2x", "--train-subset", "128", "--val-subset", "64", "--epochs", "2",
-            "--batch-size", "16", "--alpha-max", "1.6", "--beta-max", "1.3", "--step", "0.05", "--phi-max", "3",
-            "--cpus-per-trial", "1"]
+    return ["--dataset", str(data), "--set", f"data.cache_dir={tmp_path_factory.mktemp('cache')}", "--base",
+            "resnet20-cifar", "--target-flops", "2x", "--set", "data.train_subset=128", "--set", "data.val_subset=64", "--epochs", "2",
+            "--set", "train.batch_size=16", "--set", "grid.alpha_max=1.6", "--set", "grid.beta_max=1.3", "--set", "grid.step=0.05", "--set", "phi_max=3",
+            "--set", "backend.cpus_per_trial=1"]
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +93,13 @@ def test_config_file_reproduces_a_run(tmp_path, proxy_run):
     assert (out / "candidates.csv").read_text() == (proxy_run[0] / "candidates.csv").read_text()
 
 
-def test_clip_norm_and_optimizer_flags_set_the_recipe(tmp_path, proxy):
-    for value, expected in (("0", None), ("3", 3.0)):
+def test_clip_norm_and_optimizer_settings_set_the_recipe(tmp_path, proxy):
+    for value, expected in (("null", None), ("3", 3.0)):
         out = tmp_path / f"clip-{value}"
-        ok(cli("grid", *proxy, "--clip-norm", value, "--dry-run", "--out", out))
+        ok(cli("grid", *proxy, "--set", f"train.clip_norm={value}", "--dry-run", "--out", out))
         assert json.loads((out / "config.json").read_text())["settings"]["train"]["clip_norm"] == expected
     out = tmp_path / "lars"
-    ok(cli("grid", *proxy, "--optimizer", "lars", "--trust", "0.05", "--residual-init", "scaled", "--dry-run",
+    ok(cli("grid", *proxy, "--set", "train.optimizer=lars", "--set", "train.trust=0.05", "--set", "train.residual_init=scaled", "--dry-run",
            "--out", out))
     train = json.loads((out / "config.json").read_text())["settings"]["train"]
     assert (train["optimizer"], train["trust"], train["residual_init"]) == ("lars", 0.05, "scaled")
@@ -188,9 +188,9 @@ def _replace(args: list[str], extra: list[str]) -> list[str]:
     (["--target-flops", "2y"], "setting 'target_flops' must be a ratio like 2x or a count like 800M"),  # a format
     (["--target-flops", "0.5x"], "must be at least 1x"),                                # out of range
     (["--dataset", "no/such/folder"], "no/such/folder"),                                # a bad path
-    (["--tolerance", "0.0001", "--step", "0.3"], "no candidate is within the FLOPs tolerance"),  # nothing to search
-    (["--clip-norm", "-1"], "--clip-norm must be > 0, or 0 for no clipping (got -1)"),   # the command's own checks
-    (["--trust", "0.1"], "--trust 0.1 sets the layer-wise rate of --optimizer lars (got optimizer 'sgd')"),
+    (["--set", "grid.tolerance=0.0001", "--set", "grid.step=0.3"], "no candidate is within the FLOPs tolerance"),  # nothing to search
+    (["--set", "train.clip_norm=-1"], "train setting 'clip_norm' must be > 0"),
+    (["--set", "train.trust=0.1"], "--set train.trust=0.1 sets the layer-wise rate of train.optimizer=lars (got optimizer 'sgd')"),
 ])
 def test_bad_input(tmp_path, proxy, extra, message):
     out = tmp_path / "out"
@@ -199,8 +199,8 @@ def test_bad_input(tmp_path, proxy, extra, message):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--optimizer", "adam"], "train setting 'optimizer' must be one of sgd, lars (got 'adam')"),
-    (["--optimizer", "lars", "--trust", "0"], "train setting 'trust' must be > 0 (got 0.0)"),
+    (["--set", "train.optimizer=adam"], "train setting 'optimizer' must be one of sgd, lars (got 'adam')"),
+    (["--set", "train.optimizer=lars", "--set", "train.trust=0"], "train setting 'trust' must be > 0 (got 0)"),
 ])
 def test_bad_recipe_is_named_by_the_settings(proxy, extra, message):
     from scalesearch.errors import UserError
@@ -226,7 +226,7 @@ def test_an_unreadable_image_is_left_out_and_named(tmp_path, proxy):
             for i in range(3):
                 Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / split / cls / f"{i}.png")
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    result = cli("grid", *_replace(list(proxy), ["--dataset", str(root), "--cache-dir", str(tmp_path / "c")]),
+    result = cli("grid", *_replace(list(proxy), ["--dataset", str(root), "data.cache_dir", str(tmp_path / "c")]),
                  "--dry-run", "--out", tmp_path / "o")
     assert result.exit_code == 0 and "Traceback" not in result.stderr
     assert "image store: 1 file could not be decoded and is left out, with its label (first: " in result.stderr
@@ -237,7 +237,7 @@ def test_out_of_a_different_search_is_refused(tmp_path, proxy):
     out = tmp_path / "run"
     ok(cli("grid", *proxy, "--dry-run", "--out", out))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    args = with_option(proxy, "--alpha-max", "1.4")
+    args = with_option(proxy, "grid.alpha_max", "1.4")
     _one_line_error(cli("grid", *args, "--dry-run", "--out", out), "holds a different search")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -269,7 +269,7 @@ def test_early_stop_with_the_optuna_pruner(tmp_path, tiny):
     import optuna
 
     out = tmp_path / "pruned"
-    ok(cli("grid", *with_option(with_option(tiny, "--max-trials", "4"), "--epochs", "3"), "--early-stop", "--out", out))
+    ok(cli("grid", *with_option(with_option(tiny, "--max-trials", "4"), "--epochs", "3"), "--set", "backend.early_stop=true", "--out", out))
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials.state) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in set(trials.state)
     study = optuna.load_study(study_name="scalesearch", storage=f"sqlite:///{out / 'study.db'}")

@@ -11,8 +11,9 @@ import yaml
 from scalesearch import get_base, scale
 from scalesearch.measure.cost import count_cost
 from scalesearch.errors import UserError
-from scalesearch.search.space import (DROP_CODES, Budget, Candidate, GridSettingError, GridSpec, axis, candidates,
-                                drop_counts, fit_resolution, parse_budget)
+from scalesearch.search.budget import Budget, parse_budget
+from scalesearch.search.fit import fit_resolution
+from scalesearch.search.space import DROP_CODES, Candidate, GridSettingError, GridSpec, axis, candidates, drop_counts
 
 
 @pytest.mark.parametrize("text, budget", [
@@ -52,7 +53,8 @@ def test_grid_spec_defaults_and_parsed_budgets():
     grid = GridSpec()
     assert grid.to_dict() == dict(target_flops="2x", alpha_max=2.0, beta_max=1.5, step=0.05, tolerance=0.05,
                                   nominal_tolerance=grid.nominal_tolerance, max_params=None, max_acts=None,
-                                  gamma_max=4.0)
+                                  gamma_max=4.0, target_latency=None, latency_tolerance=0.10, max_latency=None,
+                                  latency=True, latency_batch=1, latency_at="proxy")
     assert grid.target == Budget(2.0, True) and grid.max_params_budget is None and grid.max_acts_budget is None
     grid = GridSpec(target_flops="800M", max_params="1.5x", max_acts="20M")
     assert grid.target == Budget(800e6, False)
@@ -205,7 +207,8 @@ TWIN = Candidate(id=9, alpha=1.05, beta=1.15, gamma=1.0625, resolution=34, nomin
 
 def test_columns_and_row():
     assert Candidate.columns() == ["id", "alpha", "beta", "gamma", "d", "w", "r", "resolution", "nominal_ratio",
-                                   "flops", "flops_ratio", "params", "acts", "kept", "drop", "reason"]
+                                   "flops", "flops_ratio", "params", "acts", "kept", "drop", "reason",
+                                   "latency_ms", "latency_iqr_ms", "latency_ratio"]
     assert list(KEPT.row()) == Candidate.columns() and KEPT.row()["r"] == KEPT.gamma
 
 
@@ -251,5 +254,5 @@ def test_rows_written_before_drop_codes_still_load(kept, reason, drop):
 
 
 def test_drop_counts():
-    assert drop_counts([KEPT, TWIN, TWIN]) == dict(twin=2, flops=0, nominal=0, params=0, acts=0)
-    assert drop_counts([]) == dict.fromkeys(("twin", "flops", "nominal", "params", "acts"), 0)
+    assert drop_counts([KEPT, TWIN, TWIN]) == dict(twin=2, flops=0, nominal=0, params=0, acts=0, latency=0)
+    assert drop_counts([]) == dict.fromkeys(("twin", "flops", "nominal", "params", "acts", "latency"), 0)

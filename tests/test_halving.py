@@ -192,12 +192,12 @@ def test_a_real_halving_search_under_optuna(tiny, tmp_path):
 
 
 def test_the_halving_demo_study_regenerates_from_its_trials(capsys, monkeypatch):
-    """experiments/halving_vs_full.py on the committed runs prints the figures NOTES.md states."""
+    """experiments/scripts/halving_vs_full.py on the committed runs prints the figures NOTES.md states."""
     import runpy
 
     study = ROOT / "experiments" / "halving-demo"
     monkeypatch.setattr(sys, "argv", ["halving_vs_full.py", str(study / "halving"), str(study / "full-9x")])
-    runpy.run_path(str(ROOT / "experiments" / "halving_vs_full.py"), run_name="__main__")
+    runpy.run_path(str(ROOT / "experiments" / "scripts" / "halving_vs_full.py"), run_name="__main__")
     printed = capsys.readouterr().out
     notes = (study / "NOTES.md").read_text()
     assert "| 0 | 1.00 | 1.00 | 1.406 | 33.00 +/- 1.70 | 54.20 +/- 0.28 | rung 2, best |" in printed

@@ -4,6 +4,7 @@ flags of earlier releases still work, each with a one-line note; a run's config.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -78,8 +79,8 @@ def test_grid_help_lists_the_flags_a_search_needs_to_start():
     text = cli("grid", "--help").stdout
     options = [line.split()[1] for line in text.splitlines() if line.startswith("│ --") or line.startswith("│ -")]
     options = [o for o in options if o.startswith("--")]
-    assert len(options) <= 18, options        # 17 and --help
-    assert {"--set", "--recipe", "--config", "--base", "--target-flops", "--dataset", "--epochs", "--images",
+    assert len(options) <= 19, options        # 18 and --help
+    assert {"--set", "--recipe", "--config", "--base", "--target-flops", "--target-latency", "--dataset", "--epochs", "--images",
             "--fidelity", "--seeds", "--max-trials", "--out", "--backend", "--address", "--device",
             "--dry-run"} <= set(options)
     assert "--step" not in options and "--clip-norm" not in options and "--precision" not in options
@@ -104,15 +105,22 @@ def test_set_and_recipe_reach_config_json_and_it_reruns_the_search(tmp_path):
     assert (tmp_path / "a" / "candidates.csv").read_text() == (tmp_path / "b" / "candidates.csv").read_text()
 
 
-def test_a_moved_flag_still_works_with_a_one_line_note(tmp_path):
-    result = cli(*QUICK, "--clip-norm", "0", "--order", "spread", "--out", tmp_path / "a")
-    assert result.exit_code == 0, result.stderr
-    notes = [line for line in result.stderr.splitlines() if line.strip()]
-    assert notes == ["note: --clip-norm is now --set train.clip_norm=null (the flag works for this release)",
-                     "note: --order is now --set order=spread (the flag works for this release)"]
-    saved = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]
-    assert saved["order"] == "spread" and saved["train"]["clip_norm"] is None
-    refused = cli(*QUICK, "--order", "spread", "--set", "nosuch=1", "--out", tmp_path / "b")
+@pytest.mark.parametrize("command", ["grid", "reproduce"])
+def test_a_removed_flag_is_refused_naming_the_setting_that_replaced_it(command):
+    """The research flags that moved behind --set in 0.2.0 are gone in 0.3.0: one line naming
+    the --set spelling, before anything is built; every named setting exists."""
+    from scalesearch.cli.common import REMOVED_FLAGS
+
+    args = [*QUICK[1:], "--clip-norm", "0.5"] if command == "grid" else ["figure8", "--clip-norm", "0.5"]
+    result = cli(command, *args)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == \
+        ["error: --clip-norm was removed in 0.3.0: use --set train.clip_norm=VALUE (CHANGELOG.md lists every moved flag)"]
+    assert len(REMOVED_FLAGS) == 28
+    for flag, setting in REMOVED_FLAGS.items():
+        assert parse_assignments([f"{setting}=1"]) == {setting.rpartition(".")[2]: 1}, flag
+    changelog = Path("CHANGELOG.md").read_text()
+    assert all(f"`{flag}" in changelog and f"{setting}=" in changelog for flag, setting in REMOVED_FLAGS.items())
+    refused = cli(*QUICK, "--set", "order=spread", "--set", "nosuch=1")
     assert refused.exit_code == 2 and refused.stderr.strip().splitlines() == \
         ["error: --set 'nosuch=1': unknown setting 'nosuch'"]        # a refusal stays one line
 
@@ -124,12 +132,14 @@ def test_reproduce_takes_training_and_backend_settings_by_name(tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["settings"]
     assert saved["train"]["optimizer"] == "sgd" and saved["backend"]["cpus_per_trial"] == 1
     refused = cli("reproduce", "figure8", "--dry-run", "--set", "grid.step=1", "--out", tmp_path / "s")
-    assert refused.exit_code == 2 and "reproduce takes training and backend settings" in refused.stderr
+    assert refused.exit_code == 2 and refused.stderr.strip() == (
+        "error: --set grid.step: reproduce takes training, backend and data settings (and keep_maps) by name; "
+        "the rest is the experiment file's")
+    assert not (tmp_path / "s").exists()
 
 
 def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_path):
-    """train.precision reaches the recipe (grid and reproduce; the old --precision flag still
-    works, with a note); a run's config.json whose train section predates the field reads as
+    """train.precision reaches the recipe (grid and reproduce); a run's config.json whose train section predates the field reads as
     fp32, what its CPU steps were, so resuming it under the new default is refused by name and
     --set train.precision=fp32 resumes it."""
     from scalesearch.reproduce import make_settings
@@ -142,8 +152,8 @@ def test_precision_is_a_recipe_setting_and_a_run_written_before_it_was_fp32(tmp_
     assert saved({"base": "x", "train": {"epochs": 2}})["train"] == {"precision": "fp32", "epochs": 2}
     assert saved({"base": "x", "train": {"precision": "bf16"}})["train"] == {"precision": "bf16"}
     out = tmp_path / "run"
-    first = cli(*QUICK, "--precision", "fp32", "--out", out)
-    assert first.exit_code == 0 and "note: --precision is now --set train.precision=fp32" in first.stderr
+    first = cli(*QUICK, "--set", "train.precision=fp32", "--out", out)
+    assert first.exit_code == 0, first.output
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["train"]["precision"] == "fp32"
     del config["settings"]["train"]["precision"]  # as a run of an earlier release wrote it
@@ -179,21 +189,3 @@ def test_numbers_are_read_as_users_write_them(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("base: resnet20-cifar\ntrain:\n  weight_decay: 1e-3\n")
     assert load_settings(config).train.weight_decay == 1e-3
-
-
-@pytest.mark.parametrize("flags", [("--clip-norm", "0"), ("--candidates", "0"), ("--candidates", "0", "--candidates", "12"),
-                                   ("--max-params", "5000000"), ("--max-acts", "900k"), ("--lr", "0.00001"),
-                                   ("--keep-maps",), ("--trust", "0.05", "--optimizer", "lars")])
-def test_every_moved_flag_note_runs_as_printed(tmp_path, flags):
-    """The --set a moved flag's note prints gives the same settings as the flag itself."""
-    import shlex
-
-    by_flag = cli(*QUICK, *flags, "--out", tmp_path / "a")
-    assert by_flag.exit_code == 0, by_flag.output
-    notes = [line for line in by_flag.stderr.splitlines() if line.startswith("note: ")]
-    assert notes, by_flag.stderr
-    sets = [arg for line in notes for arg in ("--set", shlex.split(line.split(" is now --set ", 1)[1])[0])]
-    by_set = cli(*QUICK, *sets, "--out", tmp_path / "b")
-    assert by_set.exit_code == 0, (sets, by_set.output)
-    ours, theirs = (json.loads((tmp_path / d / "config.json").read_text())["settings"] for d in "ab")
-    assert {**ours, "out": None} == {**theirs, "out": None}

@@ -83,6 +83,15 @@ def test_the_builtin_experiments_hold_the_papers_rows():
     ({"budgets": {"smoke": {"epochs": 1}}}, "resolution"),
     ({"budgets": {"smoke": {"resolution": 32, "dataset": 7}}}, r"budgets.smoke.dataset must be a data set"),
     ({"train": {"lr": -1}}, "lr"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "s": 2}]}}}, "needs 'strategy'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "strategy": "fast", "s": 2}]}}},
+     r"rows\[1\]: strategy must be one of dWr"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "strategy": "dWr", "s": 0.5}]}}},
+     r"rows\[1\].s"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"},
+                                      {"method": "strategy", "strategy": "dWr", "s": 2, "w": 2}]}}}, "and no w"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "width", "w": 2, "s": 2}]}}},
+     "belong to rows with method: strategy"),
 ])
 def test_a_bad_experiment_is_named(change, named):
     with pytest.raises(ExperimentError, match=named):
@@ -91,6 +100,17 @@ def test_a_bad_experiment_is_named(change, named):
     del missing["bases"]
     with pytest.raises(ExperimentError, match="'bases' is missing"):
         parse_experiment(missing, "x.yaml")
+
+
+def test_a_strategy_row_is_split_from_its_flops_factor_and_named_by_it():
+    """pycls's dWr (shares 1:8:1) and uniform scaling as rows, beside the paper's kinds."""
+    rows = [{"method": "baseline"}, {"method": "strategy", "strategy": "dWr", "s": 4},
+            {"method": "strategy", "strategy": "uniform", "s": 8, "paper_top1": 71.0}]
+    experiment = parse_experiment({**TINY, "bases": {"resnet18": {"rows": rows}}}, "x.yaml")
+    _, dwr, uniform = experiment.rows
+    assert (dwr.method, dwr.strategy, dwr.s, dwr.label) == ("strategy", "dWr", 4.0, "dWr s=4")
+    assert (dwr.d, dwr.w, dwr.r) == pytest.approx((4 ** 0.1, 4 ** 0.4, 4 ** 0.05))
+    assert (uniform.d, uniform.w, uniform.r, uniform.paper_top1) == pytest.approx((2.0, 2 ** 0.5, 2 ** 0.5, 71.0))
 
 
 # -- a reproduction on the study machinery (a backend that trains nothing) ---------------------
@@ -149,6 +169,24 @@ def test_the_verdict_compares_compound_with_each_single_row(tmp_path):
     result3, _ = run(tmp_path, "worse", backend=FakeBackend(score=worse))
     assert all(v.separable and v.gap == pytest.approx(-0.2) for _, v in result3.verdicts[0].against)
     assert "compound lost to every single-dimension row by more than twice the seed spread" in result3.verdicts[0].text
+
+
+def test_the_verdict_compares_compound_with_a_strategy_row_too(tmp_path):
+    """A dWr row sits beside the single-dimension rows in the compound row's verdict."""
+    rows = TINY["bases"]["resnet20-cifar"]["rows"] + [{"method": "strategy", "strategy": "dWr", "s": 2}]
+    bases = {"resnet20-cifar": {"coefficients": "search", "rows": rows}}
+    settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "out"))
+    strategy = len(rows) - 1                                            # models are numbered by row
+
+    def score(trial):  # the dWr row clearly best, every other row equal
+        return (0.8 if trial.candidate == strategy else 0.5) + 0.001 * trial.seed
+
+    result = reproduce(settings, backend=FakeBackend(score=score), progress=False, estimate=False)
+    assert result.models[strategy].row.label == "dWr s=2"
+    (found,) = result.verdicts
+    assert len(found.against) == 4 and dict(found.against)[strategy].gap == pytest.approx(-0.3)
+    assert "compound did not beat every single-dimension or strategy row beyond the noise" in found.text
+    assert "dWr s=2 -30.00" in found.text
 
 
 def test_each_row_is_compared_with_the_baseline_in_the_table_and_the_csv(tmp_path):
@@ -264,8 +302,8 @@ def cli(*args):
     (["reproduce", "figure8", "--budget", "huge"], "--budget 'huge' is not a preset"),
     (["reproduce", "figure8", "--seeds", "0"], "--seeds"),
     (["reproduce", "figure8", "--backend", "slurm"], "backend"),
-    (["reproduce", "figure8", "--optimizer", "adam"], "train setting 'optimizer' must be one of sgd, lars"),
-    (["reproduce", "figure8", "--residual-init", "half"], "train setting 'residual_init' must be one of one, zero, scaled"),
+    (["reproduce", "figure8", "--set", "train.optimizer=adam"], "train setting 'optimizer' must be one of sgd, lars"),
+    (["reproduce", "figure8", "--set", "train.residual_init=half"], "train setting 'residual_init' must be one of one, zero, scaled"),
     (["reproduce", "--config", "{tmp}/nothing.yaml"], "does not exist"),
     (["reproduce", "--config", "{tmp}/bad.yaml"], "bases.resnet-9000"),
     (["reproduce", "--config", "{tmp}/norows.yaml"], "'rows' is missing"),
@@ -388,7 +426,7 @@ def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(experiment))
     out = tmp_path / "out"
-    code, stdout, stderr = cli("reproduce", "--config", path, "--dataset", data, "--cache-dir", cache,
+    code, stdout, stderr = cli("reproduce", "--config", path, "--dataset", data, "--set", f"data.cache_dir={cache}",
                                "--out", out, "--no-estimate")
     assert code == 0, stderr[-3000:]
     assert "written to" in stdout and "Traceback" not in stdout + stderr

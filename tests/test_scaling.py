@@ -148,3 +148,31 @@ def test_rounding_errors_name_field_and_value(field, value):
     with pytest.raises(ScaleError) as error:
         Rounding(**{field: value})
     assert f"'{field}'" in str(error.value) and f"(got {value!r})" in str(error.value)
+
+
+# -- scaling strategies (pycls's split of d * w^2 * r^2 = s) ------------------------------------
+
+@pytest.mark.parametrize("strategy, s, expected", [
+    ("dWr", 4.0, (4 ** 0.1, 4 ** 0.4, 4 ** 0.05)),     # shares 1:8:1, so w takes 8/10 of log s
+    ("d1_w8_r1", 4.0, (4 ** 0.1, 4 ** 0.4, 4 ** 0.05)),
+    ("uniform", 8.0, (2.0, 2 ** 0.5, 2 ** 0.5)),
+    ("d", 3.0, (3.0, 1.0, 1.0)), ("w", 4.0, (1.0, 2.0, 1.0)), ("r", 9.0, (1.0, 1.0, 3.0)),
+    ("w1_r1", 16.0, (1.0, 2.0, 2.0)), ("dWr", 1.0, (1.0, 1.0, 1.0)),
+])
+def test_a_strategy_splits_the_flops_factor_by_its_shares(strategy, s, expected):
+    from scalesearch.net.scaling import strategy_factors
+
+    d, w, r = strategy_factors(strategy, s)
+    assert (d, w, r) == pytest.approx(expected, rel=1e-12)
+    assert nominal_ratio(d, w, r) == pytest.approx(s, rel=1e-12)
+
+
+@pytest.mark.parametrize("strategy, s, named", [
+    ("fast", 2.0, "'fast'"), ("d1_x2", 2.0, "'d1_x2'"), ("d1_w", 2.0, "'d1_w'"), ("d0_w0", 2.0, "positive sum"),
+    ("d-1_w2", 2.0, "shares must be >= 0"), ("dWr", 0.5, "0.5"), ("dWr", math.inf, "inf"), ("dWr", True, "True"),
+])
+def test_a_bad_strategy_or_scale_is_named(strategy, s, named):
+    from scalesearch.net.scaling import strategy_factors
+
+    with pytest.raises(ScaleError, match=named):
+        strategy_factors(strategy, s)

@@ -190,7 +190,7 @@ def test_a_family_member_too_large_to_build_ends_the_family_not_the_search(tmp_p
 
 def test_spread_order_takes_the_grids_corners_first():
     from types import SimpleNamespace
-    from scalesearch.search.grid import spread_order
+    from scalesearch.search.order import spread_order
     # A depth-, a width- and a resolution-heavy point around a cluster of compound ones.
     shapes = [(1.2, 1.1, 1.15), (1.25, 1.1, 1.1), (2.0, 1.0, 1.0), (1.2, 1.15, 1.1),
               (1.0, 1.4, 1.0), (1.0, 1.0, 1.4), (1.15, 1.1, 1.15)]

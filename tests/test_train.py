@@ -186,7 +186,8 @@ def test_gradients_are_clipped_to_the_global_norm(dataset, monkeypatch):
 
 def test_the_default_recipe_clips_at_norm_one(dataset, monkeypatch):
     """A limit of 5 let a spike (norm 4.3) through that left resnet20-cifar at d = 2 at chance
-    for good (experiments/deep-candidates/superseded/depth.md); the default now caps every step at 1."""
+    for good (experiments/deep-candidates/NOTES.md; the first measurement is depth.md at bc92fb1); the default
+    now caps every step at 1."""
     assert TrainConfig().clip_norm == 1.0
     before, after = [], []
     real = torch.nn.utils.clip_grad_norm_

@@ -30,13 +30,33 @@ class OneLineErrors(TyperGroup):
             else:
                 ctx = getattr(exc, "ctx", None)
                 command = ctx.command_path if ctx is not None else "scalesearch"
-                typer.echo(f"error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True)
+                setting = REMOVED_FLAGS.get(getattr(exc, "option_name", None) or "")
+                if setting and command.split()[-1] in ("grid", "reproduce"):
+                    typer.echo(f"error: {getattr(exc, 'option_name')} was removed in 0.3.0: use --set {setting}=VALUE "
+                               f"(CHANGELOG.md lists every moved flag)", err=True)
+                else:
+                    typer.echo(f"error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True)
             sys.exit(exc.exit_code)
         except (typer.Abort, _CLICK_ABORT):
             typer.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
+
+# The research flags of grid and reproduce that moved behind --set in 0.2.0 and were removed in
+# 0.3.0: a user's old command is told the spelling that replaced its flag (CHANGELOG.md).
+REMOVED_FLAGS = {
+    "--max-params": "grid.max_params", "--max-acts": "grid.max_acts", "--alpha-max": "grid.alpha_max",
+    "--beta-max": "grid.beta_max", "--step": "grid.step", "--tolerance": "grid.tolerance",
+    "--nominal-tolerance": "grid.nominal_tolerance", "--depth-rounding": "rounding.depth_rule",
+    "--train-subset": "data.train_subset", "--val-subset": "data.val_subset", "--cache-dir": "data.cache_dir",
+    "--batch-size": "train.batch_size", "--lr": "train.lr", "--clip-norm": "train.clip_norm",
+    "--optimizer": "train.optimizer", "--trust": "train.trust", "--residual-init": "train.residual_init",
+    "--precision": "train.precision", "--seed": "seed", "--candidates": "candidates", "--order": "order",
+    "--phi-max": "phi_max", "--early-stop": "backend.early_stop", "--no-early-stop": "backend.early_stop",
+    "--cpus-per-trial": "backend.cpus_per_trial", "--gpus-per-trial": "backend.gpus_per_trial",
+    "--keep-maps": "keep_maps", "--native-strides": "keep_maps",
+}
 
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _CLICK_ABORT = getattr(sys.modules[_CLICK_ERROR.__module__], "Abort", typer.Abort)

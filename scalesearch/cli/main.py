@@ -13,7 +13,6 @@ from ..report.formatting import human, table
 from ..study.interrupts import redeliver_interrupts
 from .common import OneLineErrors, emit_json, user_errors
 from .data import data_app
-from .moved import KEEP_MAPS_OPTION, PRECISION_OPTION, moved, moved_notes
 from .printers import GridPrinter, ReproducePrinter, family_table, print_summary
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, cls=OneLineErrors,
@@ -104,7 +103,11 @@ def family_cmd(
     gamma: float = typer.Option(..., "--gamma", help="Resolution coefficient (>= 1)."),
     phi_max: Optional[int] = typer.Option(None, "--phi-max", min=0, max=20, help=_help("Largest phi.", "phi_max")),
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help="Fit the resolution at each phi so measured FLOPs are target^phi (a ratio such as 2x); without it, Eq. 3 literally."),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=_help("With --target-flops (refused without it): how far from target^phi a member may measure.", "tolerance")),
+    target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Fit the resolution at each phi so measured latency is target^phi the base's (a ratio such as 2x), timed on --device."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="With a target (refused without it): how far from target^phi a member may measure (default: 0.05 for FLOPs, 0.1 for latency)."),
+    latency: bool = typer.Option(False, "--latency", help="Also time each member's forward pass (median and spread; cached per machine)."),
+    device: str = typer.Option("cpu", "--device", help="Where latency is timed: cpu or cuda[:N]."),
+    batch: int = typer.Option(1, "--batch", min=1, max=4096, help="Images per timed forward pass (1: one deployed request)."),
     depth_rounding: Optional[str] = typer.Option(None, "--depth-rounding", help="stage (per-stage ceil, the reference rule) or total (one layer at a time)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array and nothing else."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
@@ -118,11 +121,14 @@ def family_cmd(
             raise UserError("--json and --csv both ask for the whole output: choose one")
         compound(alpha, beta, gamma, 0)  # validates alpha, beta, gamma before any work
         target = _ratio_option(target_flops) if target_flops is not None else None
-        from ..settings import default_of
+        latency_target = _ratio_option(target_latency, "--target-latency") if target_latency is not None else None
+        from ..settings import BackendSettings, default_of
 
         phi_max = default_of("phi_max") if phi_max is None else phi_max
+        BackendSettings(device=device)   # the device is named before anything is timed
         rows = family(get_base(base), alpha, beta, gamma, phi_max, _rounding(depth_rounding), target=target,
-                      tolerance=tolerance)
+                      tolerance=tolerance, target_latency=latency_target, latency=latency, device=device,
+                      batch=batch)
     if as_json:
         emit_json(rows)
         return
@@ -133,16 +139,18 @@ def family_cmd(
         return
     typer.echo(f"{rows[0]['base']}: alpha={alpha:g} beta={beta:g} gamma={gamma:g}, "
                f"alpha*beta^2*gamma^2 = {nominal_ratio(alpha, beta, gamma):.4f}"
-               + (f"; resolution fitted to {target:g}^phi measured FLOPs" if target is not None else ""))
+               + (f"; resolution fitted to {target:g}^phi measured FLOPs" if target is not None else "")
+               + (f"; resolution fitted to {latency_target:g}^phi measured latency at batch {batch} on {device}"
+                  if latency_target is not None else ""))
     typer.echo(family_table(rows))
 
 
-def _ratio_option(text: str) -> float:
-    from ..search.space import parse_budget
+def _ratio_option(text: str, option: str = "--target-flops") -> float:
+    from ..search.budget import parse_budget
 
-    budget = parse_budget(text, "--target-flops")
+    budget = parse_budget(text, option)
     if not budget.is_ratio or budget.value < 1:
-        raise UserError(f"--target-flops '{text}' must be a ratio of at least 1x here, such as 2x")
+        raise UserError(f"{option} '{text}' must be a ratio of at least 1x here, such as 2x")
     return budget.value
 
 
@@ -189,13 +197,12 @@ def grid(
     assignments: Optional[list[str]] = SET_OPTION,
     base: Optional[str] = typer.Option(None, "--base", help=BASE_HELP),
     target_flops: Optional[str] = typer.Option(None, "--target-flops", help=_help("FLOPs at phi = 1: a ratio (2x) or a count (800M, 1.6G).", "target_flops")),
+    target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Fit gamma to measured latency instead of FLOPs: a ratio to the base's (2x) or a time (12ms); timed on --device (docs/method.md)."),
     dataset: Optional[str] = DATASET_OPTION,
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Search at this base resolution (a cheap proxy)."),
-    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_help("Short-training budget per trial, in epochs.", "epochs")),
     images: Optional[int] = typer.Option(None, "--images", help="Budget in training images instead of epochs."),
     fidelity: Optional[str] = typer.Option(None, "--fidelity", help="full: every candidate at the budget; halving: successive halving, the top 1/eta of each rung trained at eta times its budget (--set eta=3 --set rungs=3)."),
-    precision: Optional[str] = PRECISION_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help=_help("Train each candidate with N seeds; rank by the mean.", "seeds")),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Train at most N candidates (raise it later to extend a run)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<base>-<timestamp>); re-run to resume or extend."),
@@ -204,30 +211,6 @@ def grid(
     device: Optional[str] = DEVICE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure and save the candidate table, train nothing."),
     no_estimate: bool = NO_ESTIMATE_OPTION,
-    max_params: Optional[str] = moved("max_params", "Params budget: a ratio or a count."),
-    max_acts: Optional[str] = moved("max_acts", "Activations budget: a ratio or a count."),
-    alpha_max: Optional[float] = moved("alpha_max", "Largest alpha (depth) on the grid."),
-    beta_max: Optional[float] = moved("beta_max", "Largest beta (width) on the grid."),
-    step: Optional[float] = moved("step", "Grid step for alpha and beta."),
-    tolerance: Optional[float] = moved("tolerance", "FLOPs tolerance of a kept candidate."),
-    nominal_tolerance: Optional[float] = moved("nominal_tolerance", "Tolerance of alpha*beta^2*gamma^2."),
-    depth_rounding: Optional[str] = moved("depth_rule", "stage or total depth rounding."),
-    train_subset: Optional[int] = moved("train_subset", "Train on N images (class-balanced)."),
-    val_subset: Optional[int] = moved("val_subset", "Score on N held-out images."),
-    cache_dir: Optional[str] = moved("cache_dir", "Where image stores are kept."),
-    batch_size: Optional[int] = moved("batch_size", "Training batch size."),
-    lr: Optional[float] = moved("lr", "Peak learning rate."),
-    clip_norm: Optional[float] = moved("clip_norm", "Gradient clip; 0: none."),
-    optimizer: Optional[str] = moved("optimizer", "sgd or lars."),
-    trust: Optional[float] = moved("trust", "LARS trust ratio."),
-    residual_init: Optional[str] = moved("residual_init", "one, zero or scaled."),
-    seed: Optional[int] = moved("seed", "First seed."),
-    candidates: Optional[str] = moved("candidates", "Exactly these candidate ids."),
-    order: Optional[str] = moved("order", "random, nearest, spread or id."),
-    phi_max: Optional[int] = moved("phi_max", "Extrapolate the family to this phi."),
-    early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop", hidden=True, help="Stop weak trials early (moved: --set backend.early_stop=true)."),
-    cpus_per_trial: Optional[float] = moved("cpus_per_trial", "Threads per trial."),
-    gpus_per_trial: Optional[float] = moved("gpus_per_trial", "Ray: GPUs per trial."),
 ) -> None:
     """Step 1: grid-search alpha, beta, gamma at phi = 1 on measured FLOPs, short-training each candidate.
 
@@ -237,33 +220,23 @@ def grid(
     from ..search.grid import run_grid
     from ..settings import build_settings, load_recipe, load_settings, parse_assignments
 
-    flags = dict(base=base, target_flops=target_flops, resolution=resolution,
+    flags = dict(base=base, target_flops=target_flops, target_latency=target_latency, resolution=resolution,
                  dataset=dataset, epochs=epochs, images=images, fidelity=fidelity, seeds=seeds,
                  max_trials=max_trials, backend=backend, address=address, device=device, out=out)
-    moved = dict(max_params=max_params, max_acts=max_acts, alpha_max=alpha_max, beta_max=beta_max, step=step,
-                 tolerance=tolerance, nominal_tolerance=nominal_tolerance, depth_rule=depth_rounding,
-                 train_subset=train_subset, val_subset=val_subset, cache_dir=cache_dir, batch_size=batch_size,
-                 lr=lr, clip_norm=clip_norm, optimizer=optimizer, trust=trust, residual_init=residual_init,
-                 seed=seed, candidates=candidates, order=order, phi_max=phi_max, early_stop=early_stop,
-                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, precision=precision,
-                 keep_maps=keep_maps)
     with user_errors():
-        from ..settings import SettingsError
-
-        if clip_norm is not None and not clip_norm >= 0:
-            raise SettingsError(f"--clip-norm must be > 0, or 0 for no clipping (got {clip_norm:g})")
         exact = parse_assignments(assignments or [])
-        if clip_norm == 0:  # the old flag's "off"; the recipe's own word for it is null
-            exact.setdefault("clip_norm", None)
-        given = {**{k: v for k, v in moved.items() if not (k == "clip_norm" and v == 0)}, **flags}
+        if target_flops is not None and (target_latency or exact.get("target_latency")):
+            raise UserError(f"--target-flops {target_flops} and --target-latency "
+                            f"{target_latency or exact['target_latency']}: one constraint is fitted; keep one target "
+                            f"(the other can be a limit: --set grid.max_latency=... or grid.max_params=...)")
         recipe_values = load_recipe(recipe) if recipe else {}
         if config:
-            settings = load_settings(config, given, recipe=recipe_values, assignments=exact)
+            settings = load_settings(config, flags, recipe=recipe_values, assignments=exact)
         else:
-            settings = build_settings(recipe_values, given, source="options", assignments=exact)
-        if trust is not None and settings.train.optimizer != "lars":
-            raise SettingsError(f"--trust {trust:g} sets the layer-wise rate of --optimizer lars "
-                                f"(got optimizer {settings.train.optimizer!r})")
+            settings = build_settings(recipe_values, flags, source="options", assignments=exact)
+        if "trust" in exact and settings.train.optimizer != "lars":
+            raise UserError(f"--set train.trust={exact['trust']} sets the layer-wise rate of train.optimizer=lars "
+                            f"(got optimizer {settings.train.optimizer!r})")
         if settings.out is None:
             from ..search.grid import default_out
 
@@ -274,8 +247,6 @@ def grid(
         typer.echo(f"dry run: candidate table written to {result.out / 'candidates.csv'}")
     else:
         print_summary(result, settings.train)
-    for note in moved_notes(moved):  # last, so that a refusal stays one line
-        typer.echo(note, err=True)
 
 
 @app.command()
@@ -295,11 +266,9 @@ def reproduce(
     config: Optional[str] = typer.Option(None, "--config", help="Your own experiment file (copy experiments/table3.yaml or figure8.yaml and edit it)."),
     budget: str = typer.Option("smoke", "--budget", help="A preset of the experiment: smoke (minutes on 2 cores), cpu, gpu."),
     recipe: Optional[str] = RECIPE_OPTION,
-    assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training or backend setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 (the rest is the experiment file's)."),
+    assignments: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE", help="A training, backend or data setting by name, repeatable: --set train.optimizer=lars --set backend.cpus_per_trial=1 --set keep_maps=true (the rest is the experiment file's)."),
     dataset: Optional[str] = DATASET_OPTION,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per row (default: the budget's)."),
-    precision: Optional[str] = PRECISION_OPTION,
-    keep_maps: Optional[bool] = KEEP_MAPS_OPTION,
     coefficients: Optional[list[str]] = typer.Option(None, "--coefficients", help="A finished `scalesearch grid` run whose best alpha, beta, gamma give a base's compound row (instead of searching); repeat per base."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder (default runs/<name>-<budget>-<timestamp>); re-run to resume."),
     backend: Optional[str] = BACKEND_OPTION,
@@ -307,43 +276,20 @@ def reproduce(
     device: Optional[str] = DEVICE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Build and count every row, train nothing."),
     no_estimate: bool = NO_ESTIMATE_OPTION,
-    optimizer: Optional[str] = moved("optimizer", "sgd or lars."),
-    residual_init: Optional[str] = moved("residual_init", "one, zero or scaled."),
-    cpus_per_trial: Optional[float] = moved("cpus_per_trial", "Threads per trial."),
-    gpus_per_trial: Optional[float] = moved("gpus_per_trial", "Ray: GPUs per trial."),
-    cache_dir: Optional[str] = moved("cache_dir", "Where image stores are kept."),
 ) -> None:
     """Reproduce the paper's Table 3 or Figure 8: single-dimension against compound scaling, trained side by side."""
     from ..reproduce import ExperimentError, make_settings, reproduce as run_reproduction
-    from ..settings import SettingsError, load_recipe, owner_of, parse_assignments
+    from ..settings import load_recipe, parse_assignments
 
-    moved = dict(optimizer=optimizer, residual_init=residual_init, cpus_per_trial=cpus_per_trial,
-                 gpus_per_trial=gpus_per_trial, cache_dir=cache_dir, precision=precision, keep_maps=keep_maps)
     with user_errors():
         if experiment is None and config is None:
             raise ExperimentError("name an experiment (table3, figure8) or give --config FILE")
         if experiment is not None and config is not None:
             raise ExperimentError(f"give either the experiment name '{experiment}' or --config, not both")
-        train = load_recipe(recipe) if recipe else {}
-        train.update({k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init),
-                                        ("precision", precision)) if v is not None})
-        backend_flags = dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
-        data_flags = dict(cache_dir=cache_dir, keep_maps=keep_maps, store_resolution=None)
-        for name, value in parse_assignments(assignments or []).items():
-            section = owner_of(name)
-            if section == "train":
-                train[name] = value
-            elif section == "backend":
-                backend_flags[name] = value
-            elif name in ("cache_dir", "keep_maps", "store_resolution"):
-                data_flags[name] = value
-            else:
-                raise SettingsError(f"--set {name}: reproduce takes training and backend settings (and keep_maps, "
-                                    f"cache_dir, store_resolution) by name; the rest is the experiment file's")
         settings = make_settings(config or experiment, budget, dataset=dataset, seeds=seeds, device=device,
-                                 backend=backend, address=address, cache_dir=data_flags["cache_dir"], out=out,
-                                 coefficients=coefficients or (), recipe=train, keep_maps=data_flags["keep_maps"],
-                                 store_resolution=data_flags["store_resolution"], backend_settings=backend_flags)
+                                 backend=backend, address=address, out=out, coefficients=coefficients or (),
+                                 recipe=load_recipe(recipe) if recipe else {},
+                                 assignments=parse_assignments(assignments or []))
         result = run_reproduction(settings, dry_run=dry_run, on_event=ReproducePrinter(), estimate=not no_estimate)
     name = settings.experiment.name
     if dry_run:  # the table of rows was printed with the plan
@@ -353,8 +299,6 @@ def reproduce(
         typer.echo((result.out / f"{name}.md").read_text().split("\n", 2)[2].strip())
         typer.echo(f"written to {result.out}/: " + ", ".join(p.name for p in result.files))
         typer.echo("=" * 78)
-    for note in moved_notes(moved):  # last, so that a refusal stays one line
-        typer.echo(note, err=True)
 
 
 @app.command(name="check-proxy")

@@ -18,7 +18,8 @@ class GridPrinter:
 
     def __call__(self, event) -> None:  # noqa: ANN001
         from ..train.forms import FormsChosen
-        from ..search.grid import Measured, dropped_summary
+        from ..search.grid import Measured
+        from ..search.space import dropped_summary
         from ..study.setup import Planned, StudyStarted, TrialFinished
 
         if isinstance(event, Measured):
@@ -26,12 +27,24 @@ class GridPrinter:
             typer.echo(f"{event.base.name} at {event.base.resolution}px: {event.base_flops:,} FLOPs; target "
                        f"{event.target_flops / event.base_flops:.3g}x = {event.target_flops:,.0f}; "
                        f"{len(event.rows)} (alpha, beta) points, {len(kept)} kept")
+            if event.latency_target:
+                typer.echo(f"gamma fitted to measured latency: target {event.latency_target} of the base's")
             if kept:
+                timed = any(c.latency_ms is not None for c in kept)
                 typer.echo(table([c.row() for c in kept], [
                     ("id", ""), ("alpha", ".2f"), ("beta", ".2f"), ("gamma", ".3f"), "resolution",
-                    ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]))
+                    ("nominal_ratio", ".3f"), ("flops_ratio", ".3f"), ("params", ","), ("acts", ",")]
+                    + ([("latency_ms", ".3g"), ("latency_iqr_ms", ".2g"), ("latency_ratio", ".3f")] if timed else [])))
+                noisy = [c.id for c in kept if c.reason]
+                if noisy:
+                    typer.echo(f"note: candidate(s) {', '.join(map(str, noisy))} kept within their timing noise "
+                               f"(candidates.csv says by how much)")
             typer.echo(dropped_summary(event.rows) + (f" (every row, with its reason: {event.out / 'candidates.csv'})"
                                                       if kept else ""))
+            if event.flops_latency is not None or any(c.latency_ms is not None for c in event.rows):
+                from ..search.agreement import cost_agreement_text
+
+                typer.echo(cost_agreement_text(event.flops_latency))
             if event.geometry:
                 typer.echo(event.geometry)
             if event.lost:
@@ -130,8 +143,8 @@ def plateau_hint(diverged, recipe) -> None:  # noqa: ANN001 - TrialRows, TrainCo
 
     if not any(NEVER_LEARNED in (r.diverged or "") for r in diverged):
         return
-    options = ([] if recipe.residual_init == "scaled" else ["--residual-init scaled"]) + (
-        [] if recipe.optimizer == "lars" else ["--optimizer lars"])
+    options = ([] if recipe.residual_init == "scaled" else ["--set train.residual_init=scaled"]) + (
+        [] if recipe.optimizer == "lars" else ["--set train.optimizer=lars"])
     if options:
         typer.echo(f"hint: deep candidates that sit at chance at a short budget trained with {' and '.join(options)} "
                    f"in our measurements (experiments/deep-candidates/NOTES.md)")
@@ -141,10 +154,12 @@ def family_table(rows) -> str:  # noqa: ANN001
     columns = ["phi", ("d", ".3f"), ("w", ".3f"), ("r", ".3f")]
     if rows and "gamma_nominal" in rows[0]:
         columns.append(("gamma_nominal", ".3f"))
-    columns += ["resolution", "layers", ("params", ","), ("flops", ","), ("nominal_ratio", ".2f")]
+    columns += ["resolution", "layers", ("params", ","), ("flops", ","), ("acts", ","), ("nominal_ratio", ".2f")]
     if rows and "target_ratio" in rows[0]:
         columns.append(("target_ratio", ".2f"))
     columns.append(("flops_ratio", ".2f"))
+    if rows and "latency_ms" in rows[0]:
+        columns += [("latency_ms", ".3g"), ("latency_iqr_ms", ".2g"), ("latency_ratio", ".2f")]
     if rows and "within_tolerance" in rows[0]:
         columns.append("within_tolerance")
     return table(rows, columns)

@@ -158,6 +158,36 @@ def compound(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float
     return alpha**phi, beta**phi, gamma**phi
 
 
+# Named scaling strategies: the relative share of the FLOPs factor s each of depth, width and
+# resolution takes (pycls's "Fast and Accurate Model Scaling", Dollar et al. 2021, eq. d*w^2*r^2 = s).
+STRATEGIES = {"dWr": (1.0, 8.0, 1.0),      # pycls's fast compound scaling: mostly width
+              "uniform": (1.0, 1.0, 1.0),  # an equal share each
+              "d": (1.0, 0.0, 0.0), "w": (0.0, 1.0, 0.0), "r": (0.0, 0.0, 1.0)}
+
+
+def strategy_factors(strategy: str, s: float) -> tuple[float, float, float]:
+    """(d, w, r) whose nominal FLOPs factor d * w^2 * r^2 is ``s``, split by ``strategy``'s
+    shares (e_d, e_w, e_r): d = s^(e_d/E), w = s^(e_w/2E), r = s^(e_r/2E), E = e_d + e_w + e_r.
+    ``strategy`` is a name of STRATEGIES or shares written as pycls does: ``d1_w8_r1``."""
+    shares = STRATEGIES.get(strategy)
+    if shares is None:
+        parts = dict((p[:1], p[1:]) for p in str(strategy).split("_"))
+        try:
+            if not parts or set(parts) - set("dwr") or len(parts) != len(str(strategy).split("_")):
+                raise ValueError
+            shares = tuple(float(parts.get(k, 0)) for k in "dwr")
+        except ValueError:
+            raise ScaleError(f"strategy must be one of {', '.join(STRATEGIES)} or shares such as d1_w8_r1 "
+                             f"(got {strategy!r})") from None
+    if not all(math.isfinite(x) and x >= 0 for x in shares) or sum(shares) <= 0:
+        raise ScaleError(f"strategy {strategy!r}: shares must be >= 0 with a positive sum")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 1:
+        raise ScaleError(f"strategy scale s must be a finite number >= 1 (got {s!r})")
+    total = sum(shares)
+    e_d, e_w, e_r = (x / total for x in shares)
+    return s ** e_d, s ** (e_w / 2), s ** (e_r / 2)
+
+
 def nominal_ratio(alpha: float, beta: float, gamma: float, phi: float = 1.0) -> float:
     """The FLOPs ratio the formula predicts: (alpha * beta^2 * gamma^2)^phi (inf past a float)."""
     try:

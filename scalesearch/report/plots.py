@@ -145,7 +145,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=7, frameon=False)
     ax.grid(alpha=0.3)
     written += _save(fig, run / "top1_alpha_beta")
-    return written
+    return written + plot_latency(run.path)
 
 
 METHOD_STYLE = {"compound": ("crimson", "o"), "width": ("tab:blue", "s"), "depth": ("tab:green", "^"),
@@ -255,3 +255,47 @@ def draw_rungs(run_dir: Any, agreements: Sequence[dict[str, Any]]) -> list[Any]:
         files += draw_agreement(found["candidates"], Path(run_dir) / f"rungs_{found['rung']}_{found['next_rung']}",
                                 found["small"], found["large"], found["verdict"])
     return files
+
+
+def plot_latency(run_dir: str | Path) -> list[Path]:
+    """Measured latency against measured FLOPs over a run's timed candidates (both as ratios to
+    the base), the kept ones marked, with Kendall's tau in the title: how far FLOPs stand in for
+    time on the machine that timed them.  No file when no candidate was timed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..search.agreement import cost_agreement_text
+    from ..search.space import Candidate
+    from ..settings import flatten
+
+    run = RunDir(run_dir)
+    recorded = run.open_to_read((CONFIG, CANDIDATES))
+    rows = [Candidate.from_row(r) for r in read_csv(run / CANDIDATES)]
+    timed = [c for c in rows if c.latency_ratio is not None and c.drop != "twin"]
+    if not timed:
+        return []
+    run.check_writable("the plots")
+    config = flatten(recorded.get("settings") or {})
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    for kept, style in ((False, dict(marker="x", color="0.6", s=20, label="dropped")),
+                        (True, dict(marker="o", facecolor="none", edgecolor="crimson", s=46, label="kept"))):
+        group = [c for c in timed if c.kept == kept]
+        if group:
+            ax.scatter([c.flops_ratio for c in group], [c.latency_ratio for c in group], zorder=3 if kept else 2, **style)
+    ax.errorbar([c.flops_ratio for c in timed], [c.latency_ratio for c in timed],
+                yerr=[c.latency_iqr_ms / 2 / c.latency_ms * c.latency_ratio for c in timed],
+                fmt="none", ecolor="0.8", elinewidth=0.8, zorder=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured FLOPs / base's (log)")
+    ax.set_ylabel("measured latency / base's (log; bars: half the IQR)")
+    target = config.get("target_latency") or config.get("target_flops", "")
+    constraint = "latency" if config.get("target_latency") else "FLOPs"
+    ax.set_title(f"{config.get('base', '')} at {config.get('resolution') or 'native'} px, target {target} {constraint}, "
+                 f"batch {config.get('latency_batch', 1)}\n" + cost_agreement_text(recorded.get("flops_latency")).replace("; ", "\n"),
+                 fontsize=7, wrap=True)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, run / "latency_vs_flops")

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import UserError, checked_arguments
-from ..settings import BackendSettings, DataSettings, SettingsError
+from ..settings import BackendSettings, DataSettings, SettingsError, by_section
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXPERIMENTS = ("table3", "figure8")
-METHODS = ("baseline", "depth", "width", "resolution", "compound")
+METHODS = ("baseline", "depth", "width", "resolution", "compound", "strategy")
 SINGLES = ("depth", "width", "resolution")
 BUDGET_FIELDS = ("resolution", "keep_maps", "dataset", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
 MATCHES = ("singles", "paper")  # what a 'match' compound row matches the FLOPs of
@@ -39,11 +39,15 @@ class Row:
     #                                   'paper' (of those that carry the paper's figures)
     paper_flops: float | None = None
     paper_top1: float | None = None   # percent, as the paper prints it
+    strategy: str | None = None       # strategy: a name of scaling.STRATEGIES or shares (d1_w8_r1)
+    s: float | None = None            # strategy: the nominal FLOPs factor d * w^2 * r^2
 
     @property
     def label(self) -> str:
         if self.method == "baseline":
             return "baseline"
+        if self.method == "strategy":
+            return f"{self.strategy} s={self.s:g}"
         if self.method == "compound":
             if self.phi is not None:
                 return f"compound phi={self.phi:g}"
@@ -192,10 +196,12 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
 
 def _parse_row(base: str, raw: Any, where: str, coefficients: Any) -> Row:
     raw = _mapping(raw, where)
-    _unknown(raw, ("method", "d", "w", "r", "phi", "match", "paper_gflops", "paper_top1"), where)
+    _unknown(raw, ("method", "d", "w", "r", "phi", "match", "strategy", "s", "paper_gflops", "paper_top1"), where)
     method = raw.get("method")
     if method not in METHODS:
         raise ExperimentError(f"{where}: 'method' must be one of {', '.join(METHODS)} (got {method!r})")
+    if method == "strategy" or "strategy" in raw or "s" in raw:
+        return _strategy_row(base, raw, where, method)
     values = {k: _number(raw[k], f"{where}.{k}", at_least=1.0) for k in ("d", "w", "r") if k in raw}
     extra = {"depth": "d", "width": "w", "resolution": "r"}
     if method == "baseline" and any(v != 1 for v in values.values()):
@@ -231,6 +237,29 @@ def _parse_row(base: str, raw: Any, where: str, coefficients: Any) -> Row:
         raise ExperimentError(f"{where}.paper_top1 is a percentage (got {paper_top1!r})")
     return Row(base=base, method=method, phi=phi, match=match, paper_flops=paper_flops, paper_top1=paper_top1,
                **values)
+
+
+def _strategy_row(base: str, raw: dict[str, Any], where: str, method: Any) -> Row:
+    """A row given by a scaling strategy: ``{method: strategy, strategy: dWr, s: 4}``, its (d, w, r)
+    split from s by the strategy's shares (scaling.strategy_factors)."""
+    from ..net.scaling import ScaleError, strategy_factors
+
+    if method != "strategy":
+        raise ExperimentError(f"{where}: 'strategy' and 's' belong to rows with method: strategy")
+    extra = [k for k in ("d", "w", "r", "phi", "match") if k in raw]
+    if extra or "strategy" not in raw or "s" not in raw:
+        raise ExperimentError(f"{where}: a strategy row takes 'strategy' and 's' (and no {extra[0] if extra else 'd/w/r'})"
+                              if extra else f"{where}: a strategy row needs 'strategy' (dWr, uniform, or shares "
+                                            f"such as d1_w8_r1) and 's' (its FLOPs factor)")
+    s = _number(raw["s"], f"{where}.s", at_least=1.0)
+    try:
+        d, w, r = strategy_factors(str(raw["strategy"]), s)
+    except ScaleError as exc:
+        raise ExperimentError(f"{where}: {exc}") from None
+    paper = {k: _number(raw[k], f"{where}.{k}") for k in ("paper_gflops", "paper_top1") if raw.get(k) is not None}
+    return Row(base=base, method="strategy", d=d, w=w, r=r, strategy=str(raw["strategy"]), s=s,
+               paper_flops=1e9 * paper["paper_gflops"] if "paper_gflops" in paper else None,
+               paper_top1=paper.get("paper_top1"))
 
 
 @dataclass(frozen=True)
@@ -280,11 +309,17 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
                   coefficients: Sequence[str] = (), optimizer: str | None = None,
                   residual_init: str | None = None, keep_maps: bool | None = None,
                   recipe: Mapping[str, Any] | None = None,
-                  backend_settings: Mapping[str, Any] | None = None) -> ReproduceSettings:
+                  assignments: Mapping[str, Any] | None = None) -> ReproduceSettings:
     """Settings of a reproduction: the experiment's budget preset, then the given options on top
     (``recipe``, and ``optimizer``/``residual_init``, replace the experiment's ``train``
-    fields; ``backend_settings`` adds BackendSettings fields by name)."""
+    fields), then ``assignments`` (``--set``, flat names) routed by settings.by_section, the
+    rule grid's settings use: train, backend and data settings, and keep_maps."""
     from ..train.recipe import TrainConfig
+
+    sets, top = by_section(assignments or {}, "--set", top={"keep_maps"}, sections=("train", "backend", "data"),
+                           refusal="reproduce takes training, backend and data settings (and keep_maps) by name; "
+                                   "the rest is the experiment file's")
+    keep_maps = top.get("keep_maps", keep_maps)
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     if budget not in exp.budgets:
@@ -304,19 +339,22 @@ def make_settings(experiment: str | Path | Experiment, budget: str = "smoke", *,
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= 100:
         raise SettingsError(f"--seeds must be an integer from 1 to 100 (got {n_seeds!r})")
     preset_dataset = preset.pop("dataset", None)   # the preset's data set; --dataset replaces it
-    data = DataSettings(dataset=dataset or preset_dataset or "synthetic", train_subset=preset.pop("train_subset", None),
-                        val_subset=preset.pop("val_subset", None), cache_dir=cache_dir,
-                        store_resolution=store_resolution)
+    data_values = dict(dataset=dataset or preset_dataset or "synthetic", train_subset=preset.pop("train_subset", None),
+                       val_subset=preset.pop("val_subset", None), cache_dir=cache_dir, store_resolution=store_resolution)
+    try:
+        data = DataSettings(**{**data_values, **sets["data"]})
+    except TypeError as exc:
+        raise SettingsError(f"data settings: {exc}") from None
     try:
         given = {k: v for k, v in (("optimizer", optimizer), ("residual_init", residual_init)) if v is not None}
-        train = TrainConfig(**{**exp.train, **preset, **dict(recipe or {}), **given})
+        train = TrainConfig(**{**exp.train, **preset, **dict(recipe or {}), **given, **sets["train"]})
     except TypeError as exc:
         raise ExperimentError(f"{exp.source}: budgets.{budget}: {exc}") from None
     flags = dict(backend=backend, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                  device=device)
-    flags.update({k: v for k, v in (backend_settings or {}).items() if v is not None})
     try:
-        backend_settings_checked = BackendSettings(**{k: v for k, v in flags.items() if v is not None})
+        backend_settings_checked = BackendSettings(**{**{k: v for k, v in flags.items() if v is not None},
+                                                      **sets["backend"]})
     except TypeError as exc:
         raise SettingsError(f"backend settings: {exc}") from None
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"

@@ -141,7 +141,7 @@ def plan(settings: ReproduceSettings, num_classes: int,
 
 def _fitted(proxy: Any, coeff: Coefficients, phi: float, target: float) -> tuple[float, float, float, Any]:
     """d = alpha^phi, w = beta^phi, and the resolution whose measured FLOPs are closest to ``target``."""
-    from ..search.space import fit_resolution
+    from ..search.fit import fit_resolution
     from ..net.scaling import compound, scale
 
     d, w, _ = compound(coeff.alpha, coeff.beta, coeff.gamma, phi)

@@ -31,7 +31,8 @@ def verdicts(models: Sequence[Model], summaries: Sequence[Summary], n_val: int |
         paper = [m for m in group if m.row.paper_top1 is not None] or group
         first = next((m for m in paper if m.row.method == "compound"), None)
         compound_rows = [m for m in group if m is first or (m.row.method == "compound" and m.row.match)]
-        singles = [m for m in paper if m.row.method in SINGLES]
+        # the single-dimension rows, and any row of a scaling strategy (dWr, uniform, ...)
+        singles = [m for m in paper if m.row.method in SINGLES] + [m for m in group if m.row.method == "strategy"]
         if not compound_rows or not singles:
             continue
         for c in compound_rows:
@@ -89,6 +90,9 @@ def _gain_text(v: Verdict | None) -> str:
 
 def _verdict_text(base: str, c: Model, against: list[tuple[int, Verdict]], models: Sequence[Model]) -> str:
     labels = {m.id: m.row.label for m in models}
+    methods = {m.id: m.row.method for m in models}
+    noun = ("single-dimension or strategy row" if any(methods.get(i) == "strategy" for i, _ in against)
+            else "single-dimension row")
     if not against:
         return f"{base}: no single-dimension row trained healthily; no comparison"
     parts = [f"{labels[i]} {100 * v.gap:+.2f}" for i, v in against]
@@ -102,13 +106,13 @@ def _verdict_text(base: str, c: Model, against: list[tuple[int, Verdict]], model
                 f"row, so the seed-to-seed spread is unknown: run with --seeds 2 or more to call it{cost}")
     spread = max(s for s in spreads if s is not None)
     if all(v.separable and v.gap > 0 for _, v in against):
-        word = "compound beat every single-dimension row by more than twice the seed spread"
+        word = f"compound beat every {noun} by more than twice the seed spread"
     elif all(v.separable and v.gap < 0 for _, v in against):
-        word = "compound lost to every single-dimension row by more than twice the seed spread"
+        word = f"compound lost to every {noun} by more than twice the seed spread"
     else:
         wins = sum(1 for _, v in against if v.separable and v.gap > 0)
         losses = sum(1 for _, v in against if v.separable and v.gap < 0)
-        word = (f"compound did not beat every single-dimension row beyond the noise ({wins} separable win(s), "
+        word = (f"compound did not beat every {noun} beyond the noise ({wins} separable win(s), "
                 f"{losses} separable loss(es), {len(against) - wins - losses} within noise)")
     binomial = " and the held-out set's binomial error" if any(v.binomial for _, v in against) else ""
     return (f"{base}: {word}; compound minus each row (points): {', '.join(parts)}; largest spread (pooled "

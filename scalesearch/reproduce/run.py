@@ -115,7 +115,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
         if result.rows and not healthy:  # as grid: nothing to compare is a failed run, not a result
             raise UserError(f"no row trained healthily in {run.path} (all {len(result.rows)} trials diverged, were "
                             f"pruned or failed: see {exp.name}.md and trials.csv); raise the budget, or try "
-                            f"--optimizer lars")
+                            f"--set train.optimizer=lars")
         return result
 
 

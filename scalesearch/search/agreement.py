@@ -4,7 +4,8 @@ Every answer of a search comes from a proxy budget.  ``agreement`` measures that
 for candidates trained at two budgets it gives Kendall's tau-b and Spearman's rho between
 their mean top-1 at each budget, with a bootstrap interval that resamples candidates and,
 within each candidate, its seeds (so both kinds of noise widen it), and a one-line verdict.
-Pure functions of the scores: no torch, no files.
+``cost_agreement`` asks the same of two costs: does FLOPs order the candidates as their
+measured latency does?  Pure functions of the scores: no torch, no files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import random
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 Scores = Mapping[int, Sequence[float]]   # candidate id -> top-1 of each seed
 
@@ -120,3 +121,42 @@ def agreement(small: Scores, large: Scores, small_name: str = "proxy", large_nam
 
 
 __all__ = ["Agreement", "agreement", "kendall_tau", "spearman_rho"]
+
+
+def cost_agreement(flops: Sequence[float], latency: Sequence[float], kept: Sequence[bool], *, seed: int = 0,
+              resamples: int = 2000) -> dict[str, Any] | None:
+    """How far FLOPs rank the candidates as their measured latency does: Kendall's tau-b with a
+    95% bootstrap interval (candidates resampled), and the latency range of the kept ones.
+    None with fewer than 3 candidates timed."""
+    n = len(flops)
+    if n < 3:
+        return None
+    tau = kendall_tau(flops, latency)
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(resamples):
+        pick = [rng.randrange(n) for _ in range(n)]
+        value = kendall_tau([flops[i] for i in pick], [latency[i] for i in pick])
+        if value is not None:
+            draws.append(value)
+    draws.sort()
+    low, high = (draws[int(0.025 * (len(draws) - 1))], draws[int(0.975 * (len(draws) - 1))]) if draws else (None, None)
+    kept_latency = [v for v, k in zip(latency, kept) if k]
+    return dict(tau=tau, low=low, high=high, n=n,
+                kept_latency_min=min(kept_latency) if kept_latency else None,
+                kept_latency_max=max(kept_latency) if kept_latency else None,
+                kept_flops_min=min(f for f, k in zip(flops, kept) if k) if kept_latency else None,
+                kept_flops_max=max(f for f, k in zip(flops, kept) if k) if kept_latency else None)
+
+
+def cost_agreement_text(found: dict[str, Any] | None) -> str:
+    """One line: the tau with its interval, and the kept candidates' spread of the other figure."""
+    if not found:
+        return "FLOPs against latency: fewer than 3 candidates timed, no agreement measured"
+    tau = "undefined (a ranking is all ties)" if found["tau"] is None else f"{found['tau']:+.2f}"
+    interval = f" [{found['low']:+.2f}, {found['high']:+.2f}]" if found["low"] is not None else ""
+    line = f"FLOPs against latency over {found['n']} timed candidates: Kendall tau {tau}{interval} (95% bootstrap)"
+    if found["kept_latency_min"] is not None:
+        line += (f"; the kept span {found['kept_flops_min']:.2f}-{found['kept_flops_max']:.2f}x the base's FLOPs "
+                 f"and {found['kept_latency_min']:.2f}-{found['kept_latency_max']:.2f}x its latency")
+    return line

@@ -15,14 +15,15 @@ from typing import Any
 
 from ..errors import UserError, checked_arguments, require
 from ..net.scaling import DEFAULT_ROUNDING, Rounding, compound, nominal_ratio, scale
-from .space import fit_resolution
+from .fit import fit_resolution
 from ..net.spec import NetworkSpec
 
 
 @checked_arguments
 def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: float, phi_max: int | None = None,
            rounding: Rounding = DEFAULT_ROUNDING, *, target: float | None = None,
-           tolerance: float | None = None) -> list[dict[str, Any]]:
+           tolerance: float | None = None, target_latency: float | None = None, latency: bool = False,
+           device: str = "cpu", batch: int = 1, timer: Any = None) -> list[dict[str, Any]]:
     """Rows for phi = 0..phi_max: the scaled network's (d, w, r) and its measured cost.
 
     Without ``target`` (Eq. 3 literally) the columns are base, phi, d, w, r, resolution,
@@ -37,6 +38,13 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
     ``tolerance``).  A phi whose d and w alone overshoot the target stays at the base
     resolution and is reported outside the tolerance.  The literal rows get none of
     these columns: there is no target to be within.
+
+    With ``target_latency`` (a latency ratio per unit of phi) the resolution is fitted instead
+    to measured latency, target_latency^phi times the base's (``fit.fit_latency``), timed on
+    ``device`` at ``batch``; target_ratio is then the latency's and within_tolerance uses
+    ``tolerance`` (default: the grid's latency tolerance).  With ``latency`` (or a latency
+    target) each row adds latency_ms, latency_iqr_ms and latency_ratio.  ``timer`` replaces
+    the measurement (search/fit.py's Timer), for tests.
     """
     from ..net.bases import get_base
     from ..settings import PHI_MAX_LIMIT, default_of
@@ -45,19 +53,24 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
     require(isinstance(rounding, Rounding), "family", "rounding", rounding, "a Rounding (e.g. Rounding(depth_rule='stage'))")
     base = base if isinstance(base, NetworkSpec) else get_base(str(base))  # a name or spec file, as the CLI takes
     compound(alpha, beta, gamma, 0)
-    if target is not None and (isinstance(target, bool) or not (isinstance(target, (int, float))
-                                                                 and math.isfinite(target) and target >= 1)):
-        raise UserError(f"family target must be a FLOPs ratio >= 1 per phi (got {target!r})")
+    for name, value in (("target", target), ("target_latency", target_latency)):
+        if value is not None and (isinstance(value, bool) or not (isinstance(value, (int, float))
+                                                                  and math.isfinite(value) and value >= 1)):
+            raise UserError(f"family {name} must be a {'FLOPs' if name == 'target' else 'latency'} ratio >= 1 per "
+                            f"phi (got {value!r})")
+    if target is not None and target_latency is not None:
+        raise UserError("family takes one target: FLOPs (target) or latency (target_latency), not both")
     if phi_max is None:
         phi_max = default_of("phi_max")  # SearchSettings' default, written there once
     if isinstance(phi_max, bool) or not isinstance(phi_max, int) or not 0 <= phi_max <= PHI_MAX_LIMIT:
         raise UserError(f"family phi_max must be a whole number from 0 to {PHI_MAX_LIMIT} (got {phi_max!r})")
-    if tolerance is not None and target is None:
+    if tolerance is not None and target is None and target_latency is None:
         raise UserError(f"family tolerance ({tolerance!r}) applies to a fitted family only: give a target too")
     if tolerance is None:
         from .space import GridSpec
 
-        tolerance = GridSpec().tolerance  # the grid's own default, written there once
+        # the grid's own defaults, written there once
+        tolerance = GridSpec().tolerance if target_latency is None else GridSpec().latency_tolerance
     if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise UserError(f"family tolerance must be between 0 and 1 (got {tolerance!r})")
     from ..measure.cost import count_cost
@@ -65,11 +78,25 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
     base_cost = count_cost(base)
     if target is not None:
         check_reachable(base, alpha, beta, gamma, phi_max, rounding, target, base_cost.flops)
+    timed = latency or target_latency is not None
+    if timed and timer is None:
+        from ..measure.latency import candidate_timer
+
+        timer = candidate_timer(base, rounding, device=device, batch=batch)
+    base_ms = timer(1.0, 1.0, base.resolution) if timed else None
     rows = []
     for phi in range(phi_max + 1):
         d, w, r = compound(alpha, beta, gamma, phi)
         row: dict[str, Any] = dict(base=base.name, phi=phi, d=d, w=w, r=r)
-        if target is not None:
+        found = None
+        if target_latency is not None:
+            from .fit import fit_latency
+
+            gamma_max = max(4.0, 2 * math.sqrt(target_latency**phi))
+            fitted = fit_latency(base, d, w, target_latency**phi * base_ms.median_ms, rounding, gamma_max, timer)
+            r, found = fitted.resolution / base.resolution, fitted.latency
+            row.update(r=r, gamma_nominal=gamma**phi)
+        elif target is not None:
             target_ratio = target**phi
             # The fit never needs a gamma above sqrt(target^phi) by much, since d, w >= 1;
             # twice that bounds the search without tracing absurd resolutions.
@@ -84,8 +111,15 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
         if target is not None:
             row.update(target_ratio=target_ratio)
         row.update(flops_ratio=cost.flops / base_cost.flops)
+        if timed:
+            found = found or timer(d, w, net.resolution)
+            row.update(latency_ms=found.median_ms, latency_iqr_ms=found.iqr_ms,
+                       latency_ratio=found.median_ms / base_ms.median_ms)
         if target is not None:
             row.update(within_tolerance=abs(row["flops_ratio"] / target_ratio - 1) <= tolerance)
+        if target_latency is not None:
+            row.update(target_ratio=target_latency**phi,
+                       within_tolerance=abs(row["latency_ratio"] / target_latency**phi - 1) <= tolerance)
         rows.append(row)
     return rows
 

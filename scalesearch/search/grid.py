@@ -11,7 +11,6 @@ the plots.  It returns a ``GridResult`` and reports progress as events; it print
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,8 @@ from typing import Any, Callable, Sequence
 from ..study.backends import get_backend
 from ..net.bases import get_base
 from ..errors import UserError, checked_arguments, require
-from .space import Candidate, candidates, drop_counts
+from .order import choose
+from .space import Candidate, candidates, counts_text, drop_counts
 from ..settings import SearchSettings
 from ..net.spec import NetworkSpec
 from .ranking import SUMMARY_COLUMNS, Summary, Verdict, summarize, ties, verdict
@@ -44,9 +44,11 @@ class Measured:
     rows: list[Candidate]
     out: Path
     resumed: bool
-    geometry: str = ""            # what --keep-maps did to the proxy's strides ("" without it)
+    geometry: str = ""            # what keep_maps did to the proxy's strides ("" without it)
     lost: str = ""                # a dimension no kept candidate scales, said before training
     precision: str = ""           # a precision given against the measured rule, said before training
+    latency_target: str | None = None  # grid.target_latency, when latency is the constraint
+    flops_latency: dict[str, Any] | None = None  # agreement.cost_agreement over the timed candidates
 
 
 @dataclass
@@ -58,7 +60,7 @@ class GridResult:
     verdict: Verdict | None = None
     best: dict[str, Any] | None = None
     family: list[dict[str, Any]] = field(default_factory=list)
-    family_note: str | None = None   # why the family stops before --phi-max, when it does
+    family_note: str | None = None   # why the family stops before phi_max, when it does
     files: list[Path] = field(default_factory=list)
     resumed: bool = False
     skipped: int = 0
@@ -127,59 +129,35 @@ def precision_note(base: NetworkSpec, settings: SearchSettings) -> str:
             f"precision auto (the default) keeps such networks in fp32")
 
 
+def search_timer(settings: SearchSettings, base: NetworkSpec, num_classes: int):  # noqa: ANN201 - fit.Timer
+    """Where a search times its candidates: the run's device, its threads per trial, the grid's
+    latency batch, at the proxy resolution or (``latency_at: native``) the base's own."""
+    from ..measure.latency import candidate_timer
+    from ..train.machine import resolve_device
+
+    native = get_base(settings.base).replace(num_classes=num_classes) if settings.grid.latency_at == "native" else None
+    return candidate_timer(base, settings.rounding, device=resolve_device(settings.backend.device),
+                           threads=max(1, round(settings.backend.cpus_per_trial)), batch=settings.grid.latency_batch,
+                           native=native)
+
+
+def latency_agreement(table: list[Candidate], seed: int) -> dict[str, Any] | None:
+    """agreement.cost_agreement over the timed candidates of a table (rounding twins once)."""
+    from .agreement import cost_agreement
+
+    timed = [c for c in table if c.latency_ratio is not None and c.drop != "twin"]
+    if not timed:
+        return None
+    return cost_agreement([c.flops_ratio for c in timed], [c.latency_ratio for c in timed],
+                          [c.kept for c in timed], seed=seed)
+
+
 def family_base(settings: SearchSettings, num_classes: int) -> NetworkSpec:
     """The base the family is built on: the searched base, except that a ``keep_maps`` proxy's
     geometry stays with the proxy and the family is the native base's (proxy.py)."""
     if settings.keep_maps:
         return get_base(settings.base).replace(num_classes=num_classes)
     return search_base(settings, num_classes)
-
-
-def choose(kept: list[Candidate], settings: SearchSettings, target_ratio: float) -> list[Candidate]:
-    """The candidates to train: the given ids, else the first ``max_trials`` in ``order``.
-
-    The order is a fixed permutation (seeded for ``random``), so raising ``max_trials``
-    on an existing run extends its selection rather than drawing a new one.
-    """
-    if settings.candidates is not None:
-        by_id = {c.id: c for c in kept}
-        missing = [i for i in settings.candidates if i not in by_id]
-        if missing:
-            raise UserError(f"--candidates: {missing[0]} is not a kept candidate of this grid "
-                            f"(kept: {', '.join(str(c.id) for c in kept[:20])}{' ...' if len(kept) > 20 else ''})")
-        return [by_id[i] for i in dict.fromkeys(settings.candidates)]
-    if settings.order == "nearest":
-        ordered = sorted(kept, key=lambda c: (abs(c.flops_ratio - target_ratio), c.id))
-    elif settings.order == "spread":
-        ordered = spread_order(kept)
-    elif settings.order == "id":
-        ordered = sorted(kept, key=lambda c: c.id)
-    else:
-        ordered = list(kept)
-        random.Random(settings.seed).shuffle(ordered)
-    return ordered[:settings.max_trials] if settings.max_trials else ordered
-
-
-def spread_order(kept: list[Candidate]) -> list[Candidate]:
-    """Farthest-point order in (log alpha, log beta, log gamma): each next candidate is the one
-    farthest from all taken so far, starting from the one farthest from the grid's centre.
-
-    A few trials so span the grid's corners (depth-, width- and resolution-heavy shapes)
-    before they fill in between; ties go to the lower id, so the order is fixed.
-    """
-    if not kept:
-        return []
-    points = [(math.log(c.alpha), math.log(c.beta), math.log(c.gamma)) for c in kept]
-    centre = [sum(axis) / len(points) for axis in zip(*points)]
-    first = max(range(len(kept)), key=lambda i: (math.dist(points[i], centre), -kept[i].id))
-    ordered, left = [first], set(range(len(kept))) - {first}
-    far = [math.dist(p, points[first]) for p in points]  # to the nearest candidate taken
-    while left:
-        pick = max(left, key=lambda i: (far[i], -kept[i].id))
-        ordered.append(pick)
-        left.discard(pick)
-        far = [min(f, math.dist(p, points[pick])) for f, p in zip(far, points)]
-    return [kept[i] for i in ordered]
 
 
 def make_trials(base: NetworkSpec, chosen: list[Candidate], settings: SearchSettings,
@@ -231,29 +209,43 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
             return tqdm(list(items), desc="measure candidates", unit="net", disable=None if progress else True,
                         leave=False)
 
-        table = candidates(base, grid, settings.rounding, progress=bar)
+        table = candidates(base, grid, settings.rounding, progress=bar,
+                           timer=search_timer(settings, base, len(classes)) if grid.timed else None)
     else:
         table = saved
+    flops_latency = latency_agreement(table, settings.seed)
     kept = [c for c in table if c.kept]
     if resumed:
         run.check_references()
     geometry = _geometry_text(settings, len(classes)) if settings.keep_maps else ""
     emit(Measured(base=base, base_flops=base_cost.flops, target_flops=target, rows=table, out=run.path,
                   resumed=resumed, geometry=geometry, lost=lost_dimension_note(kept, base, settings),
-                  precision=precision_note(base, settings)))
+                  precision=precision_note(base, settings), latency_target=grid.target_latency,
+                  flops_latency=flops_latency))
+    if not kept and grid.target_latency:
+        goal = grid.latency_target
+
+        def miss(c: Candidate) -> float:
+            return abs(math.log((c.latency_ratio if goal.is_ratio else c.latency_ms) / goal.value))
+
+        closest = min((c for c in table if c.latency_ms), key=miss)
+        raise UserError(f"no candidate is within the latency tolerance {grid.latency_tolerance:g} of the target "
+                        f"{grid.target_latency} ({counts_text(drop_counts(table))}; closest: alpha={closest.alpha:g} "
+                        f"beta={closest.beta:g} at {closest.latency_ratio or 0:.2f}x); widen grid.latency_tolerance, "
+                        f"grid.alpha_max or grid.beta_max (--set NAME=VALUE)")
     if not kept:
         counts = drop_counts(table)
         closest = min(table, key=lambda c: abs(c.flops * 1.0 / target - 1))
         raise UserError(f"no candidate is within the FLOPs tolerance {grid.tolerance:g} and nominal tolerance "
-                        f"{grid.nominal_tolerance:g} of the target ({_counts_text(counts)}; closest: "
+                        f"{grid.nominal_tolerance:g} of the target ({counts_text(counts)}; closest: "
                         f"alpha={closest.alpha:g} beta={closest.beta:g} at {closest.flops_ratio:.2f}x); widen "
-                        f"--tolerance, --alpha-max or --beta-max, or lower --step")
+                        f"grid.tolerance, grid.alpha_max or grid.beta_max, or lower grid.step (--set NAME=VALUE)")
     chosen = choose(kept, settings, target / base_cost.flops)  # a bad --candidates id is named before any file
     # One store for the whole table (a check-proxy subset reads the same pixels as its run).
     data = with_store(settings.data, [c.resolution for c in kept])
     dataset = load_data(data, settings.seed, progress)
     trials = make_trials(base, chosen, settings, dataset.n_train)
-    search = _Search(settings, data, run, resumed, dataset, base, base_cost, target, table, chosen)
+    search = _Search(settings, data, run, resumed, dataset, base, base_cost, target, table, chosen, flops_latency)
     with locked(run, backend, trials, dry_run):
         trials, forms, record = step_forms(run, trials, settings.backend, data, dataset.n_train, backend,
                                            progress, timed=not dry_run)
@@ -261,9 +253,13 @@ def run_grid(settings: SearchSettings, *, dry_run: bool = False, on_event: Calla
         run.write_run_json(CONFIG, {"settings": settings.as_dict(), "base_flops": base_cost.flops,
                                     "base_params": base_cost.params, "target_flops_absolute": target,
                                     "num_classes": dataset.num_classes, "dataset_name": dataset.name,
-                                    "step_forms": record})
+                                    "step_forms": record, "flops_latency": flops_latency})
         if not (run / CANDIDATES).is_file():
             run.write_run_csv(CANDIDATES, [c.row() for c in table], Candidate.columns())
+        if flops_latency is not None and not (run / "latency_vs_flops.png").is_file():
+            from ..report.plots import plot_latency
+
+            plot_latency(run.path)
         return _train_and_extrapolate(search, trials, backend, emit, progress, dry_run, estimate)
 
 
@@ -281,6 +277,7 @@ class _Search:
     target: float                     # FLOPs target, absolute
     table: list[Candidate]            # every grid point, kept or not
     chosen: list[Candidate]           # the candidates to train
+    flops_latency: dict[str, Any] | None = None  # agreement.cost_agreement of the table
 
 
 def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: Any, emit: Callable[[Event], None],
@@ -320,7 +317,8 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
         planned=dict(units=len(search.chosen), unit="candidate(s)", seeds=settings.seeds,
                      images_per_trial=images[0], halving=halving.plan_text(rungs, settings.eta) if halves else "",
                      cheaper=", ".join(c for c in cheaper if c) + " (docs/method.md)"),
-        rewrite=lambda rows: _write_ranking(run, summarize(rows), settings, n_val=dataset.n_val),
+        rewrite=lambda rows: _write_ranking(run, summarize(rows), settings, n_val=dataset.n_val,
+                                            flops_latency=search.flops_latency),
         schedule=schedule if halves else None,
         # the later rungs, at rung 0's cost per image
         cost_scale=sum(r.training_images for r in rungs) / rungs[0].training_images if halves else 1.0)
@@ -335,13 +333,13 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     if not ranked:
         marked = [r.trial for r in result.rows if r.state != COMPLETE]
         raise UserError(f"no candidate trained healthily in {run.path} ({len(marked)} of {len(result.rows)} trials "
-                        f"diverged, were pruned or failed: see trials.csv); raise --epochs or --images, or lower --lr")
+                        f"diverged, were pruned or failed: see trials.csv); raise --epochs or --images, or lower the rate (--set train.lr=...)")
     result.n_val = dataset.n_val
     result.verdict = verdict(result.summaries, dataset.n_val)
     result.ties = ties(result.summaries, dataset.n_val)
     seconds = time.time() - started if trained or not (run / BEST).is_file() else _recorded_seconds(run)
     result.best = _write_ranking(run, result.summaries, settings, seconds=seconds, n_val=dataset.n_val,
-                                 rungs=result.rungs, agreements=result.agreements)
+                                 rungs=result.rungs, agreements=result.agreements, flops_latency=search.flops_latency)
     best = result.best
     # The trials are done and saved: a family member too large to build ends the family
     # there (said on screen) rather than failing the search.
@@ -350,8 +348,10 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     last, why = reachable_phi(grown, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
                               settings.rounding, target_ratio, grown_flops)
     result.family_note = why and f"the family stops at phi = {last}: {why}"
-    result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding,
-                           target=target_ratio, tolerance=settings.grid.tolerance)
+    by_latency = dict(target_latency=next(c.latency_ratio for c in search.table if c.id == best["candidate"]),
+                      tolerance=settings.grid.latency_tolerance, timer=search_timer(settings, grown, dataset.num_classes)
+                      ) if settings.grid.target_latency else dict(target=target_ratio, tolerance=settings.grid.tolerance)
+    result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding, **by_latency)
     run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
     result.files += draw_rungs(run.path, result.agreements)
@@ -360,7 +360,8 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
 
 def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettings,
                    seconds: float | None = None, n_val: int | None = None, rungs: list[Any] = (),
-                   agreements: list[dict[str, Any]] = ()) -> dict[str, Any] | None:
+                   agreements: list[dict[str, Any]] = (), flops_latency: dict[str, Any] | None = None,
+                   ) -> dict[str, Any] | None:
     """summary.csv and best.json as they stand (rewritten after every trial); under halving,
     best.json also holds the rungs and the rank agreement of each two."""
     run.write_run_csv(SUMMARY, [s.as_dict() for s in summaries], SUMMARY_COLUMNS)
@@ -386,6 +387,8 @@ def _write_ranking(run: RunDir, summaries: list[Summary], settings: SearchSettin
         record["rungs"] = [dict(rung=r.rung, images=r.images, candidates=r.candidates, seeds=r.seeds,
                                 promoted=list(r.kept)) for r in rungs]
         record["rank_agreement"] = list(agreements)
+    if flops_latency is not None:
+        record["flops_latency"] = flops_latency
     if seconds is not None:
         record["search_seconds"] = seconds
     run.write_run_json(BEST, record)
@@ -433,16 +436,4 @@ def _saved_candidates(run: RunDir) -> list[Candidate] | None:
     return [Candidate.from_row(r) for r in rows]
 
 
-def _counts_text(counts: dict[str, int]) -> str:
-    names = {"twin": "rounding twins", "flops": "outside the FLOPs tolerance",
-             "nominal": "nominal product off target", "params": "over --max-params", "acts": "over --max-acts"}
-    parts = [f"{n} {names.get(k, k)}" for k, n in counts.items() if n and k]
-    return "dropped: " + (", ".join(parts) if parts else "none")
-
-
-def dropped_summary(table: list[Candidate]) -> str:
-    """One line counting the dropped grid points by kind."""
-    return _counts_text(drop_counts(table))
-
-
-__all__ = ["GridResult", "Measured", "choose", "make_trials", "run_grid", "search_base"]
+__all__ = ["GridResult", "Measured", "make_trials", "run_grid", "search_base"]

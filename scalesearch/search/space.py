@@ -13,69 +13,22 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UserError
+from .budget import Budget, parse_budget, parse_time
 from ..net.scaling import DEFAULT_ROUNDING, Rounding, nominal_ratio, scale
 from ..net.spec import NetworkSpec
 
 if TYPE_CHECKING:  # the counter needs torch: imported where it is used, so settings stay light
-    from ..measure.cost import Cost
-
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TEXT_SUFFIX = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A budget as a ratio to the base (``2x``) or an absolute count (``800M``)."""
-
-    value: float
-    is_ratio: bool
-
-    def absolute(self, base_value: float) -> float:
-        return self.value * base_value if self.is_ratio else self.value
-
-    def text(self) -> str:
-        """The budget as ``parse_budget`` reads it back exactly: '2x', '800M', '1.6G'."""
-        if self.is_ratio:
-            forms = [f"{self.value:g}x", f"{self.value!r}x"]
-        else:
-            forms = [f"{self.value / mult:g}{suffix}" for suffix, mult in _TEXT_SUFFIX if self.value >= mult]
-            forms += [f"{self.value:.0f}", repr(self.value)]
-        return next(t for t in forms if parse_budget(t) == self)
-
-    def __str__(self) -> str:
-        return self.text()
-
-
-def parse_budget(text: str | float, option: str = "--target-flops") -> Budget:
-    """'2x' -> ratio 2; '800M', '1.6G', '5e8' -> absolute.  Errors name the option and value.
-
-    Refused: anything else, zero, and numbers that are not finite (nan, inf, or an
-    overflow such as '1e400x').
-    """
-    raw = str(text).strip()
-    match = re.fullmatch(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([xX]|[kKmMgGtT]?)", raw)
-    if not match:
-        if raw.lower().rstrip("xkmgt").lstrip("+-") in ("nan", "inf", "infinity"):
-            raise UserError(f"{option} must be a finite number (got '{raw}')")
-        raise UserError(f"{option} must be a ratio like 2x or a count like 800M, 1.6G (got '{raw}')")
-    unit = match.group(2).lower()
-    value = float(match.group(1)) * (1.0 if unit == "x" else _SUFFIX[unit])
-    if not math.isfinite(value):
-        raise UserError(f"{option} is too large to be a number (got '{raw}')")
-    if value <= 0:
-        raise UserError(f"{option} must be positive (got '{raw}')")
-    return Budget(value, unit == "x")
-
+    from .fit import Timer
 
 class GridSettingError(UserError):
     """A setting of the grid space is out of range; the message names the setting."""
 
 
+LATENCY_AT = ("proxy", "native")
 MAX_POINTS = 20_000  # (alpha, beta) pairs: each is a gamma fit of several cost counts
 
 # How far alpha * beta^2 * gamma^2 may sit from the target ratio.  Not as tight as the
@@ -115,6 +68,14 @@ class GridSpec:
     max_params: str | None = None     # ratio or absolute; None = no limit
     max_acts: str | None = None
     gamma_max: float = 4.0            # largest gamma the resolution fit may try
+    # Latency (search/latency_fit.py, docs/method.md "Latency"): the constraint gamma is fitted
+    # to instead of FLOPs, a limit, and where a latency is measured.
+    target_latency: str | None = None  # ratio to the base's latency ('2x') or a time ('12ms'); None = FLOPs
+    latency_tolerance: float = 0.10    # measured latency within this fraction of its target
+    max_latency: str | None = None     # ratio or time; None = no limit
+    latency: bool = True               # time the candidates (for the FLOPs-latency agreement) under a FLOPs target
+    latency_batch: int = 1             # images per timed forward pass: 1 is one deployed request
+    latency_at: str = "proxy"          # proxy: the searched resolution; native: the base's own x gamma
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> GridSettingError:
@@ -131,8 +92,26 @@ class GridSpec:
         for name in ("alpha_max", "beta_max", "gamma_max"):
             check(name, ">= 1", lambda v: v >= 1)
         check("step", "> 0", lambda v: v > 0)
-        for name in ("tolerance", "nominal_tolerance"):
+        for name in ("tolerance", "nominal_tolerance", "latency_tolerance"):
             check(name, "between 0 and 1", lambda v: 0 < v < 1)
+        if not isinstance(self.latency, bool):
+            raise bad("latency", "must be true or false")
+        if isinstance(self.latency_batch, bool) or not isinstance(self.latency_batch, int) or not 1 <= self.latency_batch <= 4096:
+            raise bad("latency_batch", "must be an integer from 1 to 4096")
+        if self.latency_at not in LATENCY_AT:
+            raise bad("latency_at", f"must be one of {', '.join(LATENCY_AT)}")
+        for name in ("target_latency", "max_latency"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise bad(name, "must be text: a ratio like '2x' or a time like '12ms'")
+            try:
+                budget = parse_time(value, f"grid setting '{name}'")
+            except UserError as error:
+                raise GridSettingError(str(error)) from None
+            if name == "target_latency" and budget.is_ratio and budget.value < 1:
+                raise bad(name, "must be at least 1x: phi = 1 scales the base up")
         for name in ("target_flops", "max_params", "max_acts"):
             value = getattr(self, name)
             if value is None and name != "target_flops":
@@ -170,6 +149,19 @@ class GridSpec:
         return parse_budget(self.max_params, "grid setting 'max_params'") if self.max_params is not None else None
 
     @property
+    def latency_target(self) -> Budget | None:
+        return parse_time(self.target_latency, "grid setting 'target_latency'") if self.target_latency else None
+
+    @property
+    def max_latency_budget(self) -> Budget | None:
+        return parse_time(self.max_latency, "grid setting 'max_latency'") if self.max_latency else None
+
+    @property
+    def timed(self) -> bool:
+        """Whether a search times its candidates: under a latency target or limit, or ``latency``."""
+        return bool(self.target_latency or self.max_latency or self.latency)
+
+    @property
     def max_acts_budget(self) -> Budget | None:
         return parse_budget(self.max_acts, "grid setting 'max_acts'") if self.max_acts is not None else None
 
@@ -193,7 +185,7 @@ def axis(maximum: float, step: float) -> list[float]:
     return [round(1 + i * step, 10) for i in range(n)]
 
 
-DROP_CODES = ("", "twin", "flops", "nominal", "params", "acts")  # "" = kept
+DROP_CODES = ("", "twin", "flops", "nominal", "params", "acts", "latency")  # "" = kept
 
 
 @dataclass(frozen=True)
@@ -203,7 +195,9 @@ class Candidate:
     ``drop`` says why a candidate is not trained, for programs: "" (kept), "twin" (the
     same network as an earlier kept candidate), "flops" (measured FLOPs outside the
     tolerance), "nominal" (alpha * beta^2 * gamma^2 outside the nominal tolerance),
-    "params", "acts" (over a budget).  ``reason`` says the same for people.
+    "params", "acts" (over a budget), "latency" (measured latency outside the latency
+    tolerance of a latency target, or over ``max_latency``).  ``reason`` says the same for
+    people.  The latency fields are None where the candidate was not timed.
     """
 
     id: int
@@ -219,6 +213,9 @@ class Candidate:
     kept: bool
     drop: str
     reason: str
+    latency_ms: float | None = None      # median forward time (measure/latency.py)
+    latency_iqr_ms: float | None = None  # its interquartile range: the spread
+    latency_ratio: float | None = None   # to the base's latency, timed the same way
 
     def __post_init__(self) -> None:
         if self.drop not in DROP_CODES:
@@ -262,6 +259,9 @@ class Candidate:
         if "drop" not in row and "kept" in row:  # written before drop codes existed: read the old reason
             row = {**row, "drop": _legacy_drop(row)}
         for f in fields(cls):
+            if f.name.startswith("latency"):   # optional: a table of an earlier release has none
+                values[f.name] = _coerce_optional(f.name, row.get(f.name))
+                continue
             if f.name not in row:
                 raise UserError(f"candidate row has no '{f.name}' column (columns: {', '.join(map(str, row))})")
             values[f.name] = _coerce(f.name, row[f.name], _COLUMN_TYPES[f.name])
@@ -317,6 +317,16 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     return number
 
 
+def _coerce_optional(name: str, value: Any) -> float | None:
+    """A latency cell: empty or missing is None, else a finite number >= 0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return None
+    number = _coerce(name, value, float)
+    if number < 0:
+        raise UserError(f"candidate row column '{name}' must be >= 0 (got {value!r})")
+    return number
+
+
 def drop_counts(cands: Iterable[Candidate]) -> dict[str, int]:
     """How many candidates each drop code removed: every code but "" (kept), zeros included."""
     counts = {code: 0 for code in DROP_CODES if code}
@@ -326,89 +336,89 @@ def drop_counts(cands: Iterable[Candidate]) -> dict[str, int]:
     return counts
 
 
-def fit_resolution(base: NetworkSpec, alpha: float, beta: float, target: float,
-                   rounding: Rounding = DEFAULT_ROUNDING, gamma_max: float = 4.0) -> tuple[int, Cost]:
-    """The input resolution >= the base's whose measured FLOPs are closest to ``target``.
+def counts_text(counts: dict[str, int]) -> str:
+    """The drop counts (``drop_counts``) in words: 'dropped: 3 rounding twins, ...'."""
+    names = {"twin": "rounding twins", "flops": "outside the FLOPs tolerance",
+             "nominal": "nominal product off target", "params": "over grid.max_params", "acts": "over grid.max_acts",
+             "latency": "off the latency target or over grid.max_latency"}
+    parts = [f"{n} {names.get(k, k)}" for k, n in counts.items() if n and k]
+    return "dropped: " + (", ".join(parts) if parts else "none")
 
-    Measured FLOPs are a non-decreasing step function of resolution (every stage's
-    feature map is ceil(R / stride)), so: bracket from a quadratic guess, bisect for the
-    first resolution at or above the target, and compare it with the one below.
-    ``alpha`` and ``beta`` are the d and w applied (alpha^phi, beta^phi in step 2).
-    """
-    R = base.resolution
-    hi = max(R, int(math.floor(R * gamma_max)))
-    widened = scale(base, alpha, beta, 1.0, rounding)
-    from ..measure.cost import count_cost
 
-    seen: dict[int, Cost] = {}
-
-    def cost_at(res: int) -> Cost:
-        if res not in seen:
-            seen[res] = count_cost(widened.replace(resolution=res))
-        return seen[res]
-
-    guess = min(hi, max(R, int(round(R * math.sqrt(max(target / cost_at(R).flops, 1.0))))))
-    step = 2  # bracket [lo, up] around the first resolution at or above the target
-    if cost_at(guess).flops >= target:
-        up = guess
-        while up - step > R and cost_at(up - step).flops >= target:
-            up, step = up - step, step * 2
-        lo = max(R, up - step)
-    else:
-        lo = guess
-        while lo + step < hi and cost_at(lo + step).flops < target:
-            lo, step = lo + step, step * 2
-        up = min(hi, lo + step)
-    if cost_at(lo).flops >= target:  # already at or above target at the lower end
-        return lo, cost_at(lo)
-    while up - lo > 1:
-        mid = (lo + up) // 2
-        if cost_at(mid).flops >= target:
-            up = mid
-        else:
-            lo = mid
-    best = min((lo, up), key=lambda res: (abs(cost_at(res).flops - target), res))
-    return best, cost_at(best)
+def dropped_summary(table: list[Candidate]) -> str:
+    """One line counting the dropped grid points by kind."""
+    return counts_text(drop_counts(table))
 
 
 def candidates(base: NetworkSpec, grid: GridSpec, rounding: Rounding = DEFAULT_ROUNDING,
-               progress: Iterable | None = None) -> list[Candidate]:
+               progress: Iterable | None = None, timer: "Timer | None" = None) -> list[Candidate]:
     """Every (alpha, beta) of the grid with its fitted gamma, measured, kept or dropped with a reason.
 
-    The checks run in order: measured FLOPs, nominal ratio, params, acts; a candidate that
-    passes them all is a "twin" when an earlier *kept* candidate builds the same network
-    (rounding maps several (alpha, beta) to one network: it is trained once).  Twins are
-    found among passing candidates only, since the nominal check depends on the
+    Gamma is fitted to measured FLOPs, or under ``grid.target_latency`` to measured latency
+    (``latency_fit.fit_latency``, timed by ``timer``).  The checks run in order: the target
+    (measured FLOPs and the nominal ratio, or measured latency), params, acts, max_latency; a
+    candidate that passes them all is a "twin" when an earlier *kept* candidate builds the
+    same network (rounding maps several (alpha, beta) to one network: it is trained once).
+    Twins are found among passing candidates only, since the nominal check depends on the
     coefficients and not on the network: a network is kept if any of its coefficients are.
+    With a ``timer`` and ``grid.timed``, every candidate that passes the FLOPs checks is timed.
     """
     from ..measure.cost import count_cost
+    from .fit import fit_latency, fit_resolution, noise
 
     base_cost = count_cost(base)
     target = grid.target.absolute(base_cost.flops)
     target_ratio = target / base_cost.flops
     max_params = grid.max_params_budget.absolute(base_cost.params) if grid.max_params_budget else None
     max_acts = grid.max_acts_budget.absolute(base_cost.acts) if grid.max_acts_budget else None
+    timer = timer if grid.timed else None
+    if timer is None and (grid.target_latency or grid.max_latency):
+        raise UserError("a latency target or limit needs a timer (grid.target_latency, grid.max_latency)")
+    base_latency = timer(1.0, 1.0, base.resolution) if timer else None
+    goal = grid.latency_target.absolute(base_latency.median_ms) if grid.latency_target else None
+    max_latency = grid.max_latency_budget.absolute(base_latency.median_ms) if grid.max_latency else None
     pairs = [(a, b) for a in axis(grid.alpha_max, grid.step) for b in axis(grid.beta_max, grid.step)]
     out = []
     kept_as: dict[str, int] = {}  # network key -> the kept candidate that builds it
     for i, (alpha, beta) in enumerate(progress(pairs) if progress else pairs):
-        resolution, cost = fit_resolution(base, alpha, beta, target, rounding, grid.gamma_max)
+        latency = None
+        if goal is not None:
+            fit = fit_latency(base, alpha, beta, goal, rounding, grid.gamma_max, timer)
+            resolution, cost, latency = fit.resolution, fit.cost, fit.latency
+        else:
+            resolution, cost = fit_resolution(base, alpha, beta, target, rounding, grid.gamma_max)
         gamma = resolution / base.resolution
         error = cost.flops / target - 1
         nominal = nominal_ratio(alpha, beta, gamma)
         nominal_error = nominal / target_ratio - 1
         drop, reason = "", ""
-        if abs(error) > grid.tolerance:
+        if goal is not None:
+            miss, spread = latency.median_ms / goal - 1, noise(latency, base_latency)
+            if abs(miss) > grid.latency_tolerance:
+                drop, reason = "latency", (f"latency {latency.median_ms / base_latency.median_ms:.2f}x misses the "
+                                           f"target by {miss:+.1%}" + (" even at gamma = 1" if resolution ==
+                                                                       base.resolution and miss > 0 else ""))
+                if abs(miss) - grid.latency_tolerance < spread:
+                    reason += f" (within its timing noise of +/-{spread:.1%}: cannot be told from the tolerance's edge)"
+            elif spread > grid.latency_tolerance - abs(miss):
+                reason = f"kept within its timing noise of +/-{spread:.1%}: cannot be told from the tolerance's edge"
+        elif abs(error) > grid.tolerance:
             drop, reason = "flops", (f"flops {cost.flops / base_cost.flops:.2f}x miss the target by {error:+.1%}"
                                      + (" even at gamma = 1" if resolution == base.resolution and error > 0 else ""))
         elif abs(nominal_error) > grid.nominal_tolerance:
             drop, reason = "nominal", (f"nominal alpha*beta^2*gamma^2 = {nominal:.2f} misses the target "
                                        f"ratio {target_ratio:.2f} by {nominal_error:+.1%}")
+        if drop:
+            pass
         elif max_params is not None and cost.params > max_params:
             drop, reason = "params", f"params {cost.params:,} over the max_params budget {max_params:,.0f}"
         elif max_acts is not None and cost.acts > max_acts:
             drop, reason = "acts", f"acts {cost.acts:,} over the max_acts budget {max_acts:,.0f}"
-        else:
+        if not drop and timer is not None and latency is None:
+            latency = timer(alpha, beta, resolution)
+        if not drop and max_latency is not None and latency.median_ms > max_latency:
+            drop, reason = "latency", f"latency {latency.median_ms:,.3g} ms over the max_latency budget {max_latency:,.3g} ms"
+        if not drop:
             twin = kept_as.setdefault(scale(base, alpha, beta, gamma, rounding).key(), i)
             if twin != i:
                 drop, reason = "twin", f"same network as candidate {twin} after rounding"
@@ -416,5 +426,7 @@ def candidates(base: NetworkSpec, grid: GridSpec, rounding: Rounding = DEFAULT_R
             id=i, alpha=alpha, beta=beta, gamma=round(gamma, 6), resolution=resolution,
             nominal_ratio=nominal, flops=cost.flops, flops_ratio=cost.flops / base_cost.flops,
             params=cost.params, acts=cost.acts, kept=not drop, drop=drop, reason=reason,
+            latency_ms=latency.median_ms if latency else None, latency_iqr_ms=latency.iqr_ms if latency else None,
+            latency_ratio=latency.median_ms / base_latency.median_ms if latency else None,
         ))
     return out

@@ -3,10 +3,9 @@
 Producers build the list of trials (``grid`` makes the phi = 1 candidates, ``reproduce`` the
 rows of an experiment, ``halving`` one rung at a time; a user's own code can make any other)
 and consume the rows.  ``run_study`` hands the trials not yet finished to a backend and
-records each row as it ends; ``runner.py`` is the one run setup around it (check, lock,
-resume, estimate, run, rewrite).  The run folder is ``rundir.py``, the row schema
-``rows.py``, the ranking over seeds ``ranking.py``; their names are re-exported here for
-code written against this module before they moved.
+records each row as it ends; this module is also the one run setup around it (check, lock,
+resume, estimate, run, rewrite).  The run folder is ``rundir.py``, the row schema ``rows.py``,
+the ranking over seeds ``search/ranking.py``.
 
 The one run setup, which every command that trains shares (grid, its rungs under
 successive halving, check-proxy through grid, reproduce):
@@ -149,8 +148,8 @@ def load_data(data: Any, seed: int, progress: bool = True) -> Any:
         raise UserError(f"data set '{data.dataset}' has {len(classes)} class{'' if len(classes) == 1 else 'es'}"
                         f"{' (' + repr(classes[0]) + ')' if classes else ''}: a classifier needs at least 2 classes "
                         f"(one folder per class under train/)")
-    for split, option, where in (("train", "--train-subset", "training split"),
-                                 ("val", "--val-subset", "held-out split")):
+    for split, option, where in (("train", "--set data.train_subset", "training split"),
+                                 ("val", "--set data.val_subset", "held-out split")):
         counts = dataset.class_counts(split)
         missing = [c for c, n in zip(classes, counts) if n == 0]
         if missing:

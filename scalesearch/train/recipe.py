@@ -88,7 +88,7 @@ class TrainConfig:
             ("weight_decay", False, False, lambda v: v >= 0, "must be >= 0"),
             ("label_smoothing", False, False, lambda v: 0 <= v < 1, "must be in [0, 1)"),
             ("warmup", False, False, lambda v: 0 < v < 1, "must be in (0, 1)"),
-            ("clip_norm", False, True, lambda v: v > 0, "must be > 0 (or None: no clipping)"),
+            ("clip_norm", False, True, lambda v: v > 0, "must be > 0 (or null: no clipping)"),
             ("trust", False, False, lambda v: v > 0, "must be > 0"),
             ("bn_recalibration", True, False, lambda v: v >= 0, "must be >= 0 (0: off)"),
             ("seed", True, False, lambda v: v >= 0, "must be >= 0"),

@@ -35,7 +35,7 @@ class OptunaBackend:
         cpus = available_cpus()
         if self.settings.cpus_per_trial > cpus:
             # Threads past the cores time-share them: each trial slows (about 2x measured at 99 on 2 cores).
-            raise UserError(f"--cpus-per-trial {self.settings.cpus_per_trial:g} is more than this machine has "
+            raise UserError(f"backend.cpus_per_trial {self.settings.cpus_per_trial:g} is more than this machine has "
                             f"({cpus} CPUs): each trial trains on that many threads; ask for at most {cpus}")
         if self.settings.device.startswith("cuda"):
             import torch

@@ -100,9 +100,9 @@ def resource_problem(cluster: dict[str, float], settings: BackendSettings, where
     on ``cluster`` (Ray's resource totals), or None when it can."""
     cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     if settings.cpus_per_trial > cpus:
-        return f"--cpus-per-trial {settings.cpus_per_trial:g} is more than {where} has ({cpus:g} CPUs)"
+        return f"backend.cpus_per_trial {settings.cpus_per_trial:g} is more than {where} has ({cpus:g} CPUs)"
     if settings.gpus_per_trial > gpus:
-        return f"--gpus-per-trial {settings.gpus_per_trial:g} is more than {where} has ({gpus:g} GPUs)"
+        return f"backend.gpus_per_trial {settings.gpus_per_trial:g} is more than {where} has ({gpus:g} GPUs)"
     if device is not None and device.startswith("cuda") and not gpus:
         return f"--device {device}: {where} has no GPU"
     return None

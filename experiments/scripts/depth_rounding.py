@@ -6,7 +6,7 @@ trained once.  Rounding the total once (depth_rule "total") grows depth one laye
 time.  For each base and rule this prints the distinct depths along the alpha axis and the
 candidates kept (distinct networks within both tolerances), with the drop counts.
 
-    python experiments/depth_rounding.py [--resolution-32]
+    python experiments/scripts/depth_rounding.py [--resolution-32]
 
 The grid is GridSpec()'s default: alpha <= 2, beta <= 1.5, step 0.05, target 2x, tolerance
 5%, and the default nominal tolerance.  --resolution-32 runs resnet18 and efficientnet-b0 at

@@ -8,10 +8,10 @@ how the capacity study (experiments/capacity/NOTES.md) tells a task that only re
 can pay for (texture at chance) from one where capacity pays too.  The numbers quoted there:
 
     # the level that was "hard" before 2026-12: 6 shapes x 3 textures, gratings down to 1/64
-    python experiments/attribute_probe.py --shapes disk,hexagon,square,triangle,cross,star \\
+    python experiments/scripts/attribute_probe.py --shapes disk,hexagon,square,triangle,cross,star \\
         --textures plain,stripes,checks --period 0.015625,0.125 --radius 0.15,0.30 --seeds 0
     # the current synthetic:hard
-    python experiments/attribute_probe.py --level hard --seeds 0,1
+    python experiments/scripts/attribute_probe.py --level hard --seeds 0,1
 
 The data set is fixed (data seed 0); a seed changes the initial weights and the training order.
 """
@@ -34,7 +34,7 @@ from scalesearch.train.loop import train_candidate
 from scalesearch.train.recipe import TrainConfig
 
 
-CAPACITY = Path(__file__).resolve().parent / "capacity" / "capacity.yaml"
+CAPACITY = Path(__file__).resolve().parents[1] / "capacity" / "capacity.yaml"
 
 
 def pair(text: str) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Paper Table 3 and Table 7 rows, measured with `scalesearch flops`, beside the paper's FLOPs.
 
-    python experiments/paper_tables.py        # prints a Markdown table (used in docs/method.md)
+    python experiments/scripts/paper_tables.py        # prints a Markdown table (used in docs/method.md)
 """
 
 from __future__ import annotations

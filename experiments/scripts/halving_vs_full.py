@@ -11,7 +11,7 @@ run's top budget (same settings otherwise), and prints, as markdown:
 - the rank agreement of rung 0's budget with the top budget over every candidate
   (``scalesearch.search.agreement``), and a plot of the two (``--plot FILE.png``).
 
-    python experiments/halving_vs_full.py experiments/halving-cifar10/halving \
+    python experiments/scripts/halving_vs_full.py experiments/halving-cifar10/halving \
         experiments/halving-cifar10/full-9x --plot experiments/halving-cifar10/proxy_vs_9x.png
 """
 

@@ -252,3 +252,38 @@ def trial_rows(run: Path):
     import pandas as pd
 
     return pd.read_csv(run / "trials.csv").set_index("trial")
+
+
+# -- the fault tests' shared run (tests/test_faults_*.py) ---------------------------------------
+
+def no_grid(settings_, out: Path) -> str:
+    """run_grid refuses ``settings_`` with --out ``out`` before it creates or changes a file."""
+    from scalesearch.errors import UserError
+    from scalesearch.search.grid import run_grid
+
+    existed = out.exists()
+    before = snapshot(out) if existed else None
+    with pytest.raises(UserError) as info:
+        run_grid(settings_.replace(out=str(out)), progress=False, estimate=False)
+    assert (snapshot(out) == before) if existed else not out.exists()
+    return one_line(info.value)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, tiny) -> Path:
+    """One finished search (1 trial), built once per session; copy it (``run_copy``) before
+    changing anything."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    ok(cli("grid", *tiny, "--out", out))
+    rows = trial_rows(out)
+    assert len(rows) == 1 and set(rows.state) == {"COMPLETE"}
+    return out
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy

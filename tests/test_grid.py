@@ -2,7 +2,7 @@
 resume, the recipe flags, bad input, the Optuna pruner, and the Ray backend (a real process).
 
 Resume after SIGKILL and Ctrl-C, and the same numbers from another process, are
-tests/test_faults.py::test_kill_and_ctrl_c_at_seeded_moments_then_resume.
+tests/test_faults_processes.py::test_kill_and_ctrl_c_at_seeded_moments_then_resume.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def test_ray_backend_joins_a_head_on_this_machine(tmp_path, proxy, proxy_run):
 
 
 # -- bad input: one case of each kind through the command -------------------------------------------
-# (every value of the tables, at the layer that refuses it: tests/test_faults.py)
+# (every value of the tables, at the layer that refuses it: tests/test_faults_values.py)
 
 def _one_line_error(result, message):
     line = refused(result, message)

@@ -174,7 +174,7 @@ def test_the_verdict_compares_compound_with_each_single_row(tmp_path):
 def test_the_verdict_compares_compound_with_a_strategy_row_too(tmp_path):
     """A dWr row sits beside the single-dimension rows in the compound row's verdict."""
     rows = TINY["bases"]["resnet20-cifar"]["rows"] + [{"method": "strategy", "strategy": "dWr", "s": 2}]
-    bases = {"resnet20-cifar": {"coefficients": "search", "rows": rows}}
+    bases = {"resnet20-cifar": {"coefficients": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}, "rows": rows}}
     settings = make_settings(tiny_file(tmp_path, bases=bases), "smoke", out=str(tmp_path / "out"))
     strategy = len(rows) - 1                                            # models are numbered by row
 
@@ -416,7 +416,7 @@ def test_a_reproduction_trains_every_row_through_the_command(tmp_path, colours):
     from scalesearch.measure.cost import count_cost
 
     data, _ = colours
-    cache = tmp_path / "cache"  # not the tiny search's: tests/test_faults.py damages what that one holds
+    cache = tmp_path / "cache"  # not the tiny search's: tests/test_faults_files.py damages what that one holds
     rows = [{"method": "baseline"}, {"method": "width", "w": 1.5}, {"method": "depth", "d": 2},
             {"method": "resolution", "r": 1.5}, {"method": "compound", "phi": 1}]
     experiment = {"name": "tiny", "budgets": {"smoke": {"resolution": 16, "train_subset": 48, "val_subset": 24,

@@ -217,7 +217,7 @@ def test_the_lock_refuses_a_second_process(tmp_path):
     RunDir(tmp_path / "locked").create_and_lock()            # free again once released
 
 
-# The lock held by another process, through the command: tests/test_faults.py
+# The lock held by another process, through the command: tests/test_faults_processes.py
 # (test_a_run_held_by_another_process_is_refused_untouched).
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from ..net.spec import NetworkSpec
 from ..train.machine import MachineCache
 
-CACHE = MachineCache("latency.json", format=2)   # 2: a latency spans BUILDS builds
+CACHE = MachineCache("latency.json")
 MIN_RUN_TIME = 0.3   # seconds of timed calls per measurement (after warm-up), shared by the builds
 BUILDS = 3           # fresh builds (network and input) a measurement spans: on a CPU one build can run
 #                      10-20% from another at the same size (where the buffers fall), a spread the

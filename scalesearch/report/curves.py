@@ -101,9 +101,9 @@ def _run_series(rows: list[Any], config: dict[str, Any], name: str) -> list[Seri
     from ..search.halving import standing
     from ..search.ranking import summarize
 
+    rows = standing(rows, config)
     if not any(r.rung for r in rows):
         return [_grid_series(summarize(rows), f"{name} (grid)")]
-    rows = standing(rows, config)
     out = []
     for k in sorted({r.rung for r in rows}):
         at = [r for r in rows if r.rung == k]

@@ -256,7 +256,8 @@ def _f(value: Any, spec: str, unit: str = "") -> str:
 
 def write_outputs(run: RunDir, settings: ReproduceSettings, models: Sequence[Model], rows: Sequence[TrialRow],
                   summaries: Sequence[Summary], found: Sequence[BaseVerdict], dataset_name: str,
-                  n_val: int | None = None) -> list[Path]:
+                  n_val: int | None = None, plots: bool = True) -> list[Path]:
+    """NAME.csv and NAME.md, and with ``plots`` the curves (NAME.png, NAME.svg)."""
     from ..report.plots import draw_curves
     from ..study.rundir import write_atomic
     from ..report.curves import series_from_results
@@ -271,6 +272,6 @@ def write_outputs(run: RunDir, settings: ReproduceSettings, models: Sequence[Mod
     budget = (f"{dataset_name}, {settings.resolution} px proxy{' (keep-maps)' if settings.keep_maps else ''}, {recipe.images or recipe.epochs:g} "
               f"{'images' if recipe.images else 'epochs'}, {settings.seeds} seed(s)"
               + "".join(f", {c}" for c in _recipe_changes(recipe)))
-    panels = series_from_results(table)
-    figures = draw_curves(panels, out / name, title=f"{settings.experiment.title}\n{budget}")
+    figures = draw_curves(series_from_results(table), out / name, title=f"{settings.experiment.title}\n{budget}"
+                          ) if plots else []
     return [out / CONFIG, out / MODELS, out / TRIALS, out / f"{name}.csv", out / f"{name}.md"] + figures

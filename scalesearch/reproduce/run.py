@@ -4,6 +4,8 @@ after any phi = 1 searches for coefficients the experiment leaves to a search.""
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +20,8 @@ from ..study.setup import check_same, data_classes, load_data, locked, open_run,
 from .experiment import ReproduceSettings
 from .plan import MODEL_COLUMNS, MODELS, Coefficients, Model, plan
 from .report import BaseVerdict, verdicts, write_outputs
+
+PLOT_EVERY_S = 60.0   # while rows come in, the curves are redrawn at most this often
 
 @dataclass(frozen=True)
 class SearchStarted:
@@ -94,11 +98,18 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
         run.write_run_csv(MODELS, [m.as_dict() for m in models], MODEL_COLUMNS)
         context = TrialContext.of(data, settings.backend, progress)
 
-        def write(rows: Sequence[TrialRow]) -> list[Path]:
+        drawn = [-math.inf]
+
+        def write(rows: Sequence[TrialRow], final: bool = False) -> list[Path]:
+            """The tables after every row; the curves at the end and at most once per PLOT_EVERY_S
+            while rows come in (a drawing costs about half a second)."""
             summaries = summarize(rows)
             found = verdicts(models, summaries, dataset.n_val)
             result.summaries, result.verdicts = summaries, found
-            return write_outputs(run, settings, models, rows, summaries, found, dataset.name, dataset.n_val)
+            plots = final or time.monotonic() - drawn[0] >= PLOT_EVERY_S
+            if plots:
+                drawn[0] = time.monotonic()
+            return write_outputs(run, settings, models, rows, summaries, found, dataset.name, dataset.n_val, plots)
 
         rows = run_trials(trials, run, backend, context, emit=emit, seed=settings.seed, dry_run=dry_run,
                           estimate=estimate, rewrite=write,
@@ -110,7 +121,7 @@ def reproduce(settings: ReproduceSettings, *, dry_run: bool = False, on_event: C
             result.files = [run / CONFIG, run / MODELS, run / f"{exp.name}.csv"]
             return result
         result.rows = rows
-        result.files = write(result.rows)
+        result.files = write(result.rows, final=True)
         healthy = [r for r in result.rows if r.state == COMPLETE and r.top1 is not None]
         if result.rows and not healthy:  # as grid: nothing to compare is a failed run, not a result
             raise UserError(f"no row trained healthily in {run.path} (all {len(result.rows)} trials diverged, were "

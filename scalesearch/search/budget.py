@@ -49,12 +49,15 @@ def parse_budget(text: str | float, option: str = "--target-flops") -> Budget:
             raise UserError(f"{option} must be a finite number (got '{raw}')")
         raise UserError(f"{option} must be a ratio like 2x or a count like 800M, 1.6G (got '{raw}')")
     unit = match.group(2).lower()
-    value = float(match.group(1)) * (1.0 if unit == "x" else _SUFFIX[unit])
+    return _checked(float(match.group(1)) * (1.0 if unit == "x" else _SUFFIX[unit]), unit == "x", raw, option)
+
+
+def _checked(value: float, is_ratio: bool, raw: str, option: str) -> Budget:
     if not math.isfinite(value):
         raise UserError(f"{option} is too large to be a number (got '{raw}')")
     if value <= 0:
         raise UserError(f"{option} must be positive (got '{raw}')")
-    return Budget(value, unit == "x")
+    return Budget(value, is_ratio)
 
 
 _TIME_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -68,9 +71,4 @@ def parse_time(text: str | float, option: str = "--target-latency") -> Budget:
     if not match:
         raise UserError(f"{option} must be a ratio like 2x or a time like 12ms, 0.5s, 800us (got '{raw}')")
     unit = match.group(2).lower()
-    value = float(match.group(1)) * (1.0 if unit == "x" else _TIME_UNIT[unit])
-    if not math.isfinite(value):
-        raise UserError(f"{option} is too large to be a number (got '{raw}')")
-    if value <= 0:
-        raise UserError(f"{option} must be positive (got '{raw}')")
-    return Budget(value, unit == "x")
+    return _checked(float(match.group(1)) * (1.0 if unit == "x" else _TIME_UNIT[unit]), unit == "x", raw, option)

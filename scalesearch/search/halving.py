@@ -121,14 +121,24 @@ def current(rows: Iterable[TrialRow], eta: int) -> list[TrialRow]:
 
 
 def standing(rows: Iterable[TrialRow], config: dict[str, Any]) -> list[TrialRow]:
-    """A run folder's rows as its rungs stand (``current``, with the eta its config.json
+    """A run folder's rows as a reader counts them: the rows of the run's plan, the seeds
+    seed..seed+seeds-1 and its rungs, as config.json records them (a row of another seed or rung,
+    left by a run given more seeds once or written by hand, stays in the file and counts in no
+    result, as a resume leaves it), then as its rungs stand (``current``, with the eta config.json
     records: 3, the default, for one written before); a run without rungs, as they are."""
     from ..settings import flatten
 
+    recorded = flatten(config.get("settings") or {})
+    seed, seeds, rungs = recorded.get("seed"), recorded.get("seeds"), recorded.get("rungs")
     rows = list(rows)
+    if isinstance(seed, int) and isinstance(seeds, int):
+        rows = [r for r in rows if seed <= r.seed < seed + seeds]
+    if recorded.get("fidelity") in ("full", "halving"):
+        top = rungs if recorded["fidelity"] == "halving" and isinstance(rungs, int) else 1
+        rows = [r for r in rows if r.rung < top]
     if not any(r.rung for r in rows):
         return rows
-    eta = flatten(config.get("settings") or {}).get("eta")
+    eta = recorded.get("eta")
     return current(rows, eta if isinstance(eta, int) and eta >= 2 else 3)
 
 

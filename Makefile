@@ -37,8 +37,11 @@ demo: $(STAMP)
 	    --set order=spread --set phi_max=6 \
 	    --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
+# Two pytest workers (pytest-xdist): most tests keep one core busy, so a 2-core
+# machine runs it in about half the time; the Ray tests share one worker (xdist_group "ray").
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup
 
 # Benchmarks, each a script printing its tables with ratios measured side by side
 # (docs/performance.md): the step's forms, the trainer against a hand-written loop, FLOPs counting.

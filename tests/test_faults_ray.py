@@ -9,6 +9,8 @@ import torch
 
 from conftest import cli, refused, run_process, with_option
 
+pytestmark = pytest.mark.xdist_group("ray")   # one worker runs every Ray test (`ray stop` stops them all)
+
 
 # -- 8. Ray: an address where nothing listens ---------------------------------------------------------
 

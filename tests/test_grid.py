@@ -124,6 +124,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_backend_joins_a_head_on_this_machine(tmp_path, proxy, proxy_run):
     """A Ray head on this machine, and the command in a real process joining it.  The head
     listens on the address Ray itself takes for this machine: Ray rewrites a given 127.0.0.1 to

@@ -206,3 +206,20 @@ def test_two_targets_are_refused_in_one_line(tmp_path):
     assert out.exit_code == 2 and out.stderr.count("\n") == 1
     assert "--target-flops 2x and --target-latency 2x: one constraint is fitted" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_family_under_a_latency_target_comes_back_to_the_searched_best_at_phi_1():
+    """Latency is not smooth in resolution (here +/-10% by the resolution's remainder mod 3, as a
+    CPU's kernels favour some sizes): at phi = 1 the family returns to the candidate the search
+    kept, not to another resolution as close to the target."""
+    from scalesearch.search.family import family
+
+    def jagged(alpha, beta, res):
+        ms = count_cost(scale(BASE, alpha, beta, 1.0).replace(resolution=res)).flops / 1e6
+        return SimpleNamespace(median_ms=ms * (1 + 0.1 * (res % 3 - 1)), iqr_ms=0.0)
+
+    kept = [c for c in candidates(BASE, GridSpec(step=0.1, target_latency="2x"), timer=jagged) if c.kept]
+    assert kept
+    for c in kept:
+        member = family(BASE, c.alpha, c.beta, c.gamma, 1, target_latency=c.latency_ratio, timer=jagged)[1]
+        assert (member["resolution"], member["latency_ratio"]) == (c.resolution, pytest.approx(c.latency_ratio))

@@ -18,7 +18,8 @@ class GridPrinter:
 
     def __call__(self, event) -> None:  # noqa: ANN001
         from ..train.forms import FormsChosen
-        from ..search.grid import Measured
+        from ..search.fit import MAX_TIMINGS
+        from ..search.grid import FamilyTiming, Measured
         from ..search.space import dropped_summary
         from ..study.setup import Planned, StudyStarted, TrialFinished
 
@@ -51,6 +52,9 @@ class GridPrinter:
                 typer.echo(f"warning: {event.lost}")
             if event.precision:
                 typer.echo(f"warning: {event.precision}")
+        elif isinstance(event, FamilyTiming):
+            typer.echo(f"fitting the family's {event.members} members to measured latency: each timed at up to "
+                       f"{MAX_TIMINGS + 1} resolutions, the largest the slowest (cached for the next run)")
         elif isinstance(event, FormsChosen):
             for choice in event.choices:
                 typer.echo(choice.text())
@@ -127,8 +131,9 @@ def print_summary(result, recipe) -> None:  # noqa: ANN001 - GridResult, TrainCo
                + f", {best['n']} seed(s))")
     typer.echo(f"  d = {best['d']:.3f}  w = {best['w']:.3f}  r = {best['r']:.3f}  -> {best['resolution']}px, "
                f"{best['params']:,} params, {best['flops']:,} FLOPs ({best['flops_ratio']:.3f}x the base)")
+    fitted = "latency" if result.family and "latency_ms" in result.family[0] else "FLOPs"  # grid times it only then
     typer.echo(f"family{' of the best by mean' if result.ties else ''} (d = alpha^phi, w = beta^phi; resolution fitted "
-               f"so measured FLOPs follow the target^phi):")
+               f"so measured {fitted} follow the target^phi):")
     typer.echo(family_table(result.family))
     if result.family_note:
         typer.echo(f"note: {result.family_note}")

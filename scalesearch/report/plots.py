@@ -77,7 +77,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     candidates = read_csv(run / CANDIDATES)
     best = trials[0]  # summaries rank the top rung first (halving), then by mean top-1
     config = flatten(recorded.get("settings") or {})
-    title = f"{config.get('base', '')} at phi = 1, target {config.get('target_flops', '')} FLOPs, {config.get('dataset', '')}"
+    by_latency = bool(config.get("target_latency"))   # the constraint the resolutions were fitted to
+    goal = f"{config['target_latency']} latency" if by_latency else f"{config.get('target_flops', '')} FLOPs"
+    title = f"{config.get('base', '')} at phi = 1, target {goal}, {config.get('dataset', '')}"
     halved = any(r["rung"] for r in trials)  # successive halving: each candidate at its highest rung
     if halved:
         budgets = {r["rung"]: r["budget"] for r in trials}
@@ -103,7 +105,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ax.scatter([best["flops"] / 1e6], [100 * best["top1"]], marker="*", s=320, color="crimson",
                edgecolor="k", zorder=5,
                label=f"best: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:.3f}")
-    target = recorded.get("target_flops_absolute")
+    target = None if by_latency else recorded.get("target_flops_absolute")   # a FLOPs target has a line
     if target:
         from ..search.space import GridSpec
 
@@ -126,7 +128,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     waiting = [c for c in candidates if _kept(c) and (c["alpha"], c["beta"]) not in trained]
     if dropped:
         ax.scatter([c["alpha"] for c in dropped], [c["beta"] for c in dropped], marker="x", color="0.75", s=18,
-                   label="dropped (FLOPs tolerance, budget or twin)")
+                   label=f"dropped ({'latency' if by_latency else 'FLOPs'} tolerance, budget or twin)")
     if waiting:
         ax.scatter([c["alpha"] for c in waiting], [c["beta"] for c in waiting], facecolor="none", edgecolor="0.4",
                    s=60, label="kept, not trained")
@@ -289,6 +291,11 @@ def plot_latency(run_dir: str | Path) -> list[Path]:
                 fmt="none", ecolor="0.8", elinewidth=0.8, zorder=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):   # plain numbers, not "1.94 x 10^0", on a narrow log axis
+        axis.set_major_formatter(FormatStrFormatter("%.3g"))
+        axis.set_minor_formatter(FormatStrFormatter("%.3g"))
     ax.set_xlabel("measured FLOPs / base's (log)")
     ax.set_ylabel("measured latency / base's (log; bars: half the IQR)")
     target = config.get("target_latency") or config.get("target_flops", "")

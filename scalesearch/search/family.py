@@ -93,7 +93,8 @@ def family(base: NetworkSpec | str | Path, alpha: float, beta: float, gamma: flo
             from .fit import fit_latency
 
             gamma_max = max(4.0, 2 * math.sqrt(target_latency**phi))
-            fitted = fit_latency(base, d, w, target_latency**phi * base_ms.median_ms, rounding, gamma_max, timer)
+            fitted = fit_latency(base, d, w, target_latency**phi * base_ms.median_ms, rounding, gamma_max, timer,
+                                 start=round(base.resolution * gamma**phi))
             r, found = fitted.resolution / base.resolution, fitted.latency
             row.update(r=r, gamma_nominal=gamma**phi)
         elif target is not None:

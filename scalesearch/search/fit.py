@@ -99,9 +99,12 @@ def fit_resolution(base: NetworkSpec, alpha: float, beta: float, target: float,
 
 
 def fit_latency(base: NetworkSpec, alpha: float, beta: float, target_ms: float, rounding: Rounding,
-                gamma_max: float, timer: Timer) -> LatencyFit:
+                gamma_max: float, timer: Timer, start: int | None = None) -> LatencyFit:
     """The resolution >= the base's whose measured latency is closest to ``target_ms`` (see the
-    module docstring); a tie goes to the smaller resolution."""
+    module docstring); a tie goes to the smaller resolution.  ``start``, a resolution to time
+    second (a family's gamma^phi guess), makes a member whose (alpha, beta, resolution) a
+    search measured come back to the same resolution: a latency is not smooth in resolution,
+    and another path could find another resolution as close to the target."""
     R = base.resolution
     seen: dict[int, tuple[Any, Timed]] = {}
 
@@ -113,23 +116,31 @@ def fit_latency(base: NetworkSpec, alpha: float, beta: float, target_ms: float, 
                          timer(alpha, beta, res))
         return seen[res]
 
+    def secant() -> float:   # the FLOPs whose latency the last two points predict to be the target
+        (f0, l0), (f1, l1) = points[-2], points[-1]
+        slope = math.log(l1 / l0) / math.log(f1 / f0) if f1 != f0 and l1 > 0 and l0 > 0 else 1.0
+        slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+        return f1 * (target_ms / l1) ** (1 / slope)
+
+    def on_target() -> bool:
+        return abs(math.log(points[-1][1] / target_ms)) < 1e-3
+
     cost, latency = at(R)
     points = [(cost.flops, latency.median_ms)]
     goal = cost.flops * target_ms / latency.median_ms
-    for _ in range(MAX_TIMINGS):
-        if points[-1][1] >= target_ms and len(seen) == 1:
-            break   # already at or over the target at gamma = 1: nothing smaller to try
+    if start is not None and start > R and latency.median_ms < target_ms:
+        cost, latency = at(start)
+        points.append((cost.flops, latency.median_ms))
+        goal = secant()
+    for _ in range(MAX_TIMINGS - len(seen) + 1):
+        if on_target() or (points[-1][1] >= target_ms and len(seen) == 1):
+            break   # on the target, or already over it at gamma = 1: nothing smaller to try
         res, _ = fit_resolution(base, alpha, beta, goal, rounding, gamma_max)
         if res in seen:
             break
         cost, latency = at(res)
         points.append((cost.flops, latency.median_ms))
-        if abs(math.log(latency.median_ms / target_ms)) < 1e-3:
-            break
-        (f0, l0), (f1, l1) = points[-2], points[-1]
-        slope = math.log(l1 / l0) / math.log(f1 / f0) if f1 != f0 and l1 > 0 and l0 > 0 else 1.0
-        slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
-        goal = f1 * (target_ms / l1) ** (1 / slope)
+        goal = secant()
     best = min(seen, key=lambda res: (abs(math.log(seen[res][1].median_ms / target_ms)), res))
     return LatencyFit(best, seen[best][0], seen[best][1], len(seen))
 

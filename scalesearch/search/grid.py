@@ -51,6 +51,13 @@ class Measured:
     flops_latency: dict[str, Any] | None = None  # agreement.cost_agreement over the timed candidates
 
 
+@dataclass(frozen=True)
+class FamilyTiming:
+    """The family is about to be fitted to measured latency: each member is timed (minutes)."""
+
+    members: int
+
+
 @dataclass
 class GridResult:
     out: Path
@@ -351,6 +358,8 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     by_latency = dict(target_latency=next(c.latency_ratio for c in search.table if c.id == best["candidate"]),
                       tolerance=settings.grid.latency_tolerance, timer=search_timer(settings, grown, dataset.num_classes)
                       ) if settings.grid.target_latency else dict(target=target_ratio, tolerance=settings.grid.tolerance)
+    if settings.grid.target_latency:
+        emit(FamilyTiming(last + 1))
     result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding, **by_latency)
     run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)

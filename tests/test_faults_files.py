@@ -348,7 +348,7 @@ _BAD = {  # column -> values no run writes there (a plausible wrong value, like 
     "trials.csv": {"top1": ["-0.2", "1.5", "inf", "abc", ""], "loss": ["-1", "abc", "inf", ""],
                    "flops": [*_WHOLE, "0", ""], "params": [*_WHOLE, "0", ""], "resolution": [*_WHOLE, "0", ""],
                    "seed": _WHOLE, "candidate": [*_WHOLE, "999"], "budget": [*_WHOLE, "0"], "state": ["abc", ""],
-                   "trial": ["abc", "-1", "c0-s9"], "acts": _WHOLE, "epochs": ["-1", "0", "abc", "inf"],
+                   "trial": ["abc", "-1", "c0-s9"], "acts": [*_WHOLE, ""], "epochs": ["-1", "0", "abc", "inf"],
                    "flops_ratio": ["-1", "0", "abc", "inf", "1.5"], "gamma": ["-1", "0", "1.7"],
                    "seconds": ["-1", "abc", "inf", ""]},
     "family.csv": {"phi": ["-1", "64.9", "abc"], "d": ["-1", "0", "abc", "inf"], "w": ["-1", "0", "abc"],

@@ -228,7 +228,8 @@ def _incomplete(row: dict[str, Any], values: dict[str, Any]) -> str:
     last cells empty, and an empty cell is never read as a default."""
     if "state" in row and values["state"] not in STATES:
         return "no state" if values["state"] is None else f"state {values['state']!r} is not one of {', '.join(STATES)}"
-    needed = ["flops", "params", "resolution"] + (["top1", "loss", "seconds"]
+    # every row has its cost (acts: 0 where not counted); a reproduction's budget may be empty
+    needed = ["flops", "params", "resolution", "acts"] + (["top1", "loss", "seconds"]
                                                   if (values["state"] or COMPLETE) == COMPLETE else [])
     missing = [name for name in needed if name in row and values[name] is None]
     if missing:

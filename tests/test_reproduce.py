@@ -84,6 +84,12 @@ def test_the_builtin_experiments_hold_the_papers_rows():
     ({"budgets": {"smoke": {"resolution": 32, "dataset": 7}}}, r"budgets.smoke.dataset must be a data set"),
     ({"train": {"lr": -1}}, "lr"),
     ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "s": 2}]}}}, "needs 'strategy'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"},
+                                      {"method": "strategy", "strategy": "dWr", "s": 2, "match": "flops"}]}}},
+     "one of 's'"),
+    ({"bases": {"resnet18": {"rows": [{"method": "baseline"},
+                                      {"method": "strategy", "strategy": "dWr", "match": "speed"}]}}},
+     "'flops' or 'latency'"),
     ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "strategy": "fast", "s": 2}]}}},
      r"rows\[1\]: strategy must be one of dWr"),
     ({"bases": {"resnet18": {"rows": [{"method": "baseline"}, {"method": "strategy", "strategy": "dWr", "s": 0.5}]}}},
@@ -111,6 +117,30 @@ def test_a_strategy_row_is_split_from_its_flops_factor_and_named_by_it():
     assert (dwr.method, dwr.strategy, dwr.s, dwr.label) == ("strategy", "dWr", 4.0, "dWr s=4")
     assert (dwr.d, dwr.w, dwr.r) == pytest.approx((4 ** 0.1, 4 ** 0.4, 4 ** 0.05))
     assert (uniform.d, uniform.w, uniform.r, uniform.paper_top1) == pytest.approx((2.0, 2 ** 0.5, 2 ** 0.5, 71.0))
+
+
+def test_a_strategy_row_matched_to_the_compound_rows_flops_or_latency(tmp_path):
+    """``match: flops`` fits s so the row's measured FLOPs meet the compound row's, ``match:
+    latency`` so its latency does (timed as tests/conftest.py's cost_latency stands in)."""
+    from scalesearch.measure.latency import measure_latency
+    from scalesearch.reproduce.plan import plan
+
+    rows = [{"method": "baseline"}, {"method": "compound", "d": 1.4, "w": 1.2, "r": 1.3},
+            {"method": "strategy", "strategy": "dWr", "match": "flops"},
+            {"method": "strategy", "strategy": "d", "match": "latency"}]
+    settings = make_settings(tiny_file(tmp_path, bases={"resnet20-cifar": {"rows": rows}}), "smoke",
+                             out=str(tmp_path / "out"))
+    _, compound, by_flops, by_latency = plan(settings, 10)
+    assert (by_flops.row.label, by_latency.row.label) == ("dWr (matched flops)", "d (matched latency)")
+    assert by_flops.flops == pytest.approx(compound.flops, rel=0.05) and by_flops.w > by_flops.d > 1
+    assert "matched to the compound row's flops" in by_flops.note
+    ms = [measure_latency(m.spec, threads=1).median_ms for m in (compound, by_latency)]
+    assert ms[1] == pytest.approx(ms[0], rel=0.05) and by_latency.w == by_latency.r == 1 < by_latency.d
+    assert "matched to the compound row's latency" in by_latency.note and "ms at batch 1" in by_latency.note
+    lonely = [{"method": "baseline"}, {"method": "strategy", "strategy": "dWr", "match": "latency"}]
+    with pytest.raises(ExperimentError, match="needs a compound row to match"):
+        plan(make_settings(tiny_file(tmp_path, bases={"resnet20-cifar": {"rows": lonely}}), "smoke",
+                           out=str(tmp_path / "lonely")), 10)
 
 
 # -- a reproduction on the study machinery (a backend that trains nothing) ---------------------

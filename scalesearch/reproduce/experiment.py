@@ -19,6 +19,7 @@ METHODS = ("baseline", "depth", "width", "resolution", "compound", "strategy")
 SINGLES = ("depth", "width", "resolution")
 BUDGET_FIELDS = ("resolution", "keep_maps", "dataset", "train_subset", "val_subset", "epochs", "images", "batch_size", "seeds")
 MATCHES = ("singles", "paper")  # what a 'match' compound row matches the FLOPs of
+STRATEGY_MATCHES = ("flops", "latency")  # what a 'match' strategy row matches of the compound row
 
 
 class ExperimentError(UserError):
@@ -40,14 +41,15 @@ class Row:
     paper_flops: float | None = None
     paper_top1: float | None = None   # percent, as the paper prints it
     strategy: str | None = None       # strategy: a name of scaling.STRATEGIES or shares (d1_w8_r1)
-    s: float | None = None            # strategy: the nominal FLOPs factor d * w^2 * r^2
+    s: float | None = None            # strategy: the nominal FLOPs factor d * w^2 * r^2 (or, with
+    #                                   match 'flops' or 'latency', s fitted to the compound row's)
 
     @property
     def label(self) -> str:
         if self.method == "baseline":
             return "baseline"
         if self.method == "strategy":
-            return f"{self.strategy} s={self.s:g}"
+            return f"{self.strategy} s={self.s:g}" if self.s is not None else f"{self.strategy} (matched {self.match})"
         if self.method == "compound":
             if self.phi is not None:
                 return f"compound phi={self.phi:g}"
@@ -200,7 +202,7 @@ def _parse_row(base: str, raw: Any, where: str, coefficients: Any) -> Row:
     method = raw.get("method")
     if method not in METHODS:
         raise ExperimentError(f"{where}: 'method' must be one of {', '.join(METHODS)} (got {method!r})")
-    if method == "strategy" or "strategy" in raw or "s" in raw:
+    if method == "strategy" or "strategy" in raw or "s" in raw:   # (a strategy row may 'match' too)
         return _strategy_row(base, raw, where, method)
     values = {k: _number(raw[k], f"{where}.{k}", at_least=1.0) for k in ("d", "w", "r") if k in raw}
     extra = {"depth": "d", "width": "w", "resolution": "r"}
@@ -246,18 +248,21 @@ def _strategy_row(base: str, raw: dict[str, Any], where: str, method: Any) -> Ro
 
     if method != "strategy":
         raise ExperimentError(f"{where}: 'strategy' and 's' belong to rows with method: strategy")
-    extra = [k for k in ("d", "w", "r", "phi", "match") if k in raw]
-    if extra or "strategy" not in raw or "s" not in raw:
-        raise ExperimentError(f"{where}: a strategy row takes 'strategy' and 's' (and no {extra[0] if extra else 'd/w/r'})"
-                              if extra else f"{where}: a strategy row needs 'strategy' (dWr, uniform, or shares "
-                                            f"such as d1_w8_r1) and 's' (its FLOPs factor)")
-    s = _number(raw["s"], f"{where}.s", at_least=1.0)
+    extra = [k for k in ("d", "w", "r", "phi") if k in raw]
+    if extra or "strategy" not in raw or ("s" in raw) == ("match" in raw):
+        raise ExperimentError(f"{where}: a strategy row takes 'strategy' and 's' (and no {extra[0]})" if extra else
+                              f"{where}: a strategy row needs 'strategy' (dWr, uniform, or shares such as d1_w8_r1) "
+                              f"and one of 's' (its FLOPs factor) or 'match' (flops or latency: the compound row's)")
+    match = raw.get("match")
+    if match is not None and match not in STRATEGY_MATCHES:
+        raise ExperimentError(f"{where}.match must be 'flops' or 'latency' for a strategy row (got {match!r})")
+    s = _number(raw["s"], f"{where}.s", at_least=1.0) if match is None else None
     try:
-        d, w, r = strategy_factors(str(raw["strategy"]), s)
+        d, w, r = strategy_factors(str(raw["strategy"]), s if s is not None else 1.0)
     except ScaleError as exc:
         raise ExperimentError(f"{where}: {exc}") from None
     paper = {k: _number(raw[k], f"{where}.{k}") for k in ("paper_gflops", "paper_top1") if raw.get(k) is not None}
-    return Row(base=base, method="strategy", d=d, w=w, r=r, strategy=str(raw["strategy"]), s=s,
+    return Row(base=base, method="strategy", d=d, w=w, r=r, strategy=str(raw["strategy"]), s=s, match=match,
                paper_flops=1e9 * paper["paper_gflops"] if "paper_gflops" in paper else None,
                paper_top1=paper.get("paper_top1"))
 

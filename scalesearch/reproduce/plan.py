@@ -1,5 +1,6 @@
 """The plan: every row of an experiment built from its base at the proxy with the scaler, and
-counted; compound rows by phi fitted on measured FLOPs, or matched to the single rows' FLOPs."""
+counted; compound rows by phi fitted on measured FLOPs, or matched to the single rows' FLOPs;
+strategy rows by their s, or matched to the compound row's FLOPs or latency."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def plan(settings: ReproduceSettings, num_classes: int,
                    for kind in MATCHES}
         for m in group:
             row = m.row
-            if row.phi is None and row.match is None:
+            if row.method != "compound" or (row.phi is None and row.match is None):
                 continue
             if row.match and not singles[row.match]:
                 raise ExperimentError(f"{exp.source}: bases.{base}: a 'match: {row.match}' compound row needs "
@@ -133,10 +134,67 @@ def plan(settings: ReproduceSettings, num_classes: int,
             if abs(off) > MATCH_TOLERANCE:
                 m.note = (f"measures {off:+.1%} from its FLOPs target {target:,.0f}: rounding leaves no "
                           f"resolution closer")
+        compound = next((m for m in group if m.row.method == "compound" and m.spec is not None), None)
+        for m in group:
+            if m.row.method != "strategy" or m.row.match is None:
+                continue
+            if compound is None:
+                if not any(c.row.method == "compound" for c in group):
+                    raise ExperimentError(f"{exp.source}: bases.{base}: a 'match: {m.row.match}' strategy row needs "
+                                          f"a compound row to match")
+                m.note = f"matched to the compound row's {m.row.match} once its coefficients are known"
+                continue
+            threads = max(1, round(settings.backend.cpus_per_trial))
+            s, (d, w, r, spec), m.note = match_strategy(proxy, m.row.strategy, compound.spec, m.row.match, threads)
+            finish(m, d, w, r, spec)
         for m in group:
             if paper_base and m.row.paper_flops:
                 m.paper_ratio = m.row.paper_flops / paper_base
     return models
+
+
+MATCH_STEPS = 10   # halvings of the bracket in log s a matched strategy row may take
+
+
+def match_strategy(proxy: Any, strategy: str, target: Any, kind: str,
+                   threads: int = 1) -> tuple[float, tuple[float, float, float, Any], str]:
+    """The scale s of ``strategy`` whose network's measured FLOPs (``kind`` 'flops') or latency
+    ('latency': batch 1 on the CPU at ``threads`` threads, measure/latency.py) is closest to
+    ``target``'s.  Rounding makes cost a step function of s (at 32 px one pixel more can triple
+    MobileNetV2's FLOPs), so s is bracketed from the target's FLOPs ratio and the bracket halved
+    in log s; the closest s seen wins.  Returns s, (d, w, r, spec) and a note naming both costs."""
+    from ..measure.cost import count_cost
+    from ..measure.latency import measure_latency
+    from ..net.scaling import scale, strategy_factors
+
+    def cost(spec: Any) -> float:
+        return float(count_cost(spec).flops) if kind == "flops" else measure_latency(spec, threads=threads).median_ms
+
+    goal = cost(target)
+    seen: dict[float, tuple[float, tuple[float, float, float, Any]]] = {}
+
+    def at(s: float) -> float:
+        if s not in seen:
+            d, w, r = strategy_factors(strategy, s)
+            spec = scale(proxy, d, w, r)
+            seen[s] = (cost(spec), (d, w, r, spec))
+        return seen[s][0]
+
+    lo, hi = 1.0, max(1.0, count_cost(target).flops / count_cost(proxy).flops)
+    if at(lo) < goal:
+        while at(hi) < goal and hi < 1e4:
+            lo, hi = hi, hi * 2
+        for _ in range(MATCH_STEPS):
+            mid = math.sqrt(lo * hi)
+            if at(mid) < goal:
+                lo = mid
+            else:
+                hi = mid
+    best = min(seen, key=lambda k: abs(math.log(seen[k][0] / goal)))
+    value, fitted = seen[best]
+    unit = (lambda v: f"{v:,.0f} FLOPs") if kind == "flops" else (lambda v: f"{v:.3g} ms at batch 1, {threads} thread(s)")
+    return best, fitted, (f"s = {best:g} matched to the compound row's {kind}: {unit(value)} against {unit(goal)} "
+                          f"({value / goal - 1:+.1%})")
 
 
 def _fitted(proxy: Any, coeff: Coefficients, phi: float, target: float) -> tuple[float, float, float, Any]:

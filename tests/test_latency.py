@@ -48,7 +48,6 @@ from types import SimpleNamespace  # noqa: E402
 
 from scalesearch.errors import UserError  # noqa: E402
 from scalesearch.measure.cost import count_cost  # noqa: E402
-from scalesearch.search.agreement import cost_agreement, cost_agreement_text  # noqa: E402
 from scalesearch.search.budget import Budget, parse_time  # noqa: E402
 from scalesearch.search.space import Candidate, GridSettingError, GridSpec, candidates  # noqa: E402
 
@@ -144,17 +143,6 @@ def test_latency_budgets_refused(text):
 def test_latency_settings_are_checked_where_they_are_made(field, value, why):
     with pytest.raises(GridSettingError, match=why):
         GridSpec(**{field: value})
-
-
-def test_flops_latency_agreement_is_kendalls_tau_with_an_interval():
-    same = cost_agreement([1, 2, 3, 4, 5], [10, 20, 30, 40, 50], [True] * 5)
-    assert same["tau"] == 1.0 and same["high"] == 1.0 and same["n"] == 5
-    reverse = cost_agreement([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], [False, True, True, False, False])
-    assert reverse["tau"] == -1.0 and (reverse["kept_latency_min"], reverse["kept_latency_max"]) == (3, 4)
-    mixed = cost_agreement([1, 2, 3, 4, 5, 6], [2, 1, 4, 3, 6, 5], [True] * 6)
-    assert mixed["tau"] == pytest.approx(0.6) and mixed["low"] <= 0.6 <= mixed["high"]
-    assert cost_agreement([1, 2], [1, 2], [True, True]) is None
-    assert "Kendall tau +0.60 [" in cost_agreement_text(mixed) and "fewer than 3" in cost_agreement_text(None)
 
 
 def test_grid_target_latency_end_to_end_under_a_stub(tmp_path, tiny, monkeypatch):

@@ -12,7 +12,6 @@ import pytest
 from scalesearch.study.backends.fake import FakeBackend
 from scalesearch.errors import UserError
 from scalesearch.settings import SearchSettings, SettingsError, build_settings, default_of, load_settings
-from scalesearch.search.ranking import compare, pooled_spread, summarize
 from scalesearch.study.rows import TrialRow
 from scalesearch.study.rundir import RunDir
 
@@ -86,23 +85,6 @@ def test_a_damaged_config_file_is_named(tmp_path):
 
 
 # -- seeds and ranking ----------------------------------------------------------------------
-
-def _summary(cid, scores):
-    rows = [TrialRow(trial=f"c{cid}-s{i}", candidate=cid, seed=i, top1=t) for i, t in enumerate(scores)]
-    return summarize(rows)[0]
-
-
-def test_summary_statistics_and_verdict():
-    a, b = _summary(1, [0.50, 0.52, 0.54]), _summary(2, [0.40, 0.41, 0.42])
-    assert a.n == 3 and a.top1_mean == pytest.approx(0.52) and a.top1_std == pytest.approx(0.02)
-    assert pooled_spread(a, b) == pytest.approx(((0.02**2 + 0.01**2) / 2) ** 0.5)
-    v = compare(a, b)
-    assert v.gap == pytest.approx(0.11) and v.separable is True and "separable" in v.text
-    close = compare(a, _summary(3, [0.49, 0.51, 0.53]))
-    assert close.separable is False and "within noise" in close.text
-    single = compare(_summary(4, [0.5]), _summary(5, [0.4]))
-    assert single.separable is None and "--seeds 2" in single.text
-
 
 def test_grid_with_seeds_writes_a_row_per_candidate_and_seed(tmp_path):
     s = settings(tmp_path, seeds=3, max_trials=3)

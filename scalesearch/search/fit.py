@@ -3,7 +3,7 @@
 Measured FLOPs are a step function of the resolution (every stage's map is ceil(R / stride)),
 counted analytically in microseconds, so ``fit_resolution`` brackets and bisects.  Under
 ``grid.target_latency`` the resolution of each (alpha, beta) is chosen so that the
-candidate's *measured* latency lands closest to the target, as ``space.fit_resolution`` does
+candidate's *measured* latency lands closest to the target, as ``fit_resolution`` does
 for measured FLOPs.  Timing is the expensive step (a fraction of a second per network, against
 microseconds for an analytic FLOPs count), so the fit is steered by FLOPs: at one (alpha, beta)
 the same layers run on more pixels as the resolution grows, so latency grows with FLOPs, but

@@ -355,12 +355,13 @@ def _train_and_extrapolate(search: _Search, trials: list[TrialSpec], backend: An
     last, why = reachable_phi(grown, best["alpha"], best["beta"], best["gamma"], settings.phi_max,
                               settings.rounding, target_ratio, grown_flops)
     result.family_note = why and f"the family stops at phi = {last}: {why}"
-    by_latency = dict(target_latency=next(c.latency_ratio for c in search.table if c.id == best["candidate"]),
-                      tolerance=settings.grid.latency_tolerance, timer=search_timer(settings, grown, dataset.num_classes)
-                      ) if settings.grid.target_latency else dict(target=target_ratio, tolerance=settings.grid.tolerance)
-    if settings.grid.target_latency:
+    if settings.grid.target_latency:   # each member timed, to the best's own latency ratio per phi
         emit(FamilyTiming(last + 1))
-    result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding, **by_latency)
+        fit = dict(target_latency=next(c.latency_ratio for c in search.table if c.id == best["candidate"]),
+                   tolerance=settings.grid.latency_tolerance, timer=search_timer(settings, grown, dataset.num_classes))
+    else:
+        fit = dict(target=target_ratio, tolerance=settings.grid.tolerance)
+    result.family = family(grown, best["alpha"], best["beta"], best["gamma"], last, settings.rounding, **fit)
     run.write_run_csv(FAMILY, result.family)
     result.files = [run / f for f in (CONFIG, CANDIDATES, "trials.csv", SUMMARY, BEST, FAMILY)] + plot_run(run.path)
     result.files += draw_rungs(run.path, result.agreements)

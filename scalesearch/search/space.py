@@ -68,7 +68,7 @@ class GridSpec:
     max_params: str | None = None     # ratio or absolute; None = no limit
     max_acts: str | None = None
     gamma_max: float = 4.0            # largest gamma the resolution fit may try
-    # Latency (search/latency_fit.py, docs/method.md "Latency"): the constraint gamma is fitted
+    # Latency (search/fit.py, docs/method.md "Latency as the constraint"): the constraint gamma is fitted
     # to instead of FLOPs, a limit, and where a latency is measured.
     target_latency: str | None = None  # ratio to the base's latency ('2x') or a time ('12ms'); None = FLOPs
     latency_tolerance: float = 0.10    # measured latency within this fraction of its target
@@ -355,7 +355,7 @@ def candidates(base: NetworkSpec, grid: GridSpec, rounding: Rounding = DEFAULT_R
     """Every (alpha, beta) of the grid with its fitted gamma, measured, kept or dropped with a reason.
 
     Gamma is fitted to measured FLOPs, or under ``grid.target_latency`` to measured latency
-    (``latency_fit.fit_latency``, timed by ``timer``).  The checks run in order: the target
+    (``fit.fit_latency``, timed by ``timer``).  The checks run in order: the target
     (measured FLOPs and the nominal ratio, or measured latency), params, acts, max_latency; a
     candidate that passes them all is a "twin" when an earlier *kept* candidate builds the
     same network (rounding maps several (alpha, beta) to one network: it is trained once).
@@ -408,11 +408,9 @@ def candidates(base: NetworkSpec, grid: GridSpec, rounding: Rounding = DEFAULT_R
         elif abs(nominal_error) > grid.nominal_tolerance:
             drop, reason = "nominal", (f"nominal alpha*beta^2*gamma^2 = {nominal:.2f} misses the target "
                                        f"ratio {target_ratio:.2f} by {nominal_error:+.1%}")
-        if drop:
-            pass
-        elif max_params is not None and cost.params > max_params:
+        if not drop and max_params is not None and cost.params > max_params:
             drop, reason = "params", f"params {cost.params:,} over the max_params budget {max_params:,.0f}"
-        elif max_acts is not None and cost.acts > max_acts:
+        elif not drop and max_acts is not None and cost.acts > max_acts:
             drop, reason = "acts", f"acts {cost.acts:,} over the max_acts budget {max_acts:,.0f}"
         if not drop and timer is not None and latency is None:
             latency = timer(alpha, beta, resolution)
